@@ -1,0 +1,18 @@
+"""grmp-iqa-hf: prompt-learned CLIP models for blind image quality assessment (GRMP-IQA, MP-IQE).
+
+Importing the package registers the models with `AutoConfig` / `AutoModel`, so that
+`AutoModel.from_pretrained(dir)` returns a `GRMPIQAModel` without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .modeling.configuration_grmp_iqa import GRMPIQAConfig
+from .modeling.image_processing_iqa import ImageLoadError, IQAImageProcessor, load_image
+from .modeling.modeling_grmp_iqa import GRMPIQAModel, GRMPIQAOutput
+
+__version__ = "0.1.0"
+
+AutoConfig.register(GRMPIQAConfig.model_type, GRMPIQAConfig, exist_ok=True)
+AutoModel.register(GRMPIQAConfig, GRMPIQAModel, exist_ok=True)
+
+__all__ = ["GRMPIQAConfig", "GRMPIQAModel", "GRMPIQAOutput", "IQAImageProcessor", "ImageLoadError", "load_image"]

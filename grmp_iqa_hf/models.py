@@ -1,0 +1,41 @@
+"""Where models come from: a CLIP backbone (`load_backbone`), a fresh prompt model around it
+(`build_model`), or a saved / Hub checkpoint (`load_model`)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel, AutoTokenizer, CLIPModel
+
+from .modeling.modeling_grmp_iqa import GRMPIQAModel
+from .testing import tiny_clip
+
+TINY_BACKBONE = "tiny-random"
+MODEL_CLASSES = {"grmp_iqa": GRMPIQAModel}
+
+
+def load_backbone(backbone: str = TINY_BACKBONE, seed: int = 0, revision: str | None = None):
+    """`(CLIPModel, tokenizer)` for `"tiny-random"` (built offline, deterministic for `seed`) or a CLIP
+    Hub id / local directory in transformers format."""
+    if backbone == TINY_BACKBONE:
+        return tiny_clip(seed=seed)
+    return CLIPModel.from_pretrained(backbone, revision=revision), AutoTokenizer.from_pretrained(backbone, revision=revision)
+
+
+def build_model(backbone: str = TINY_BACKBONE, method: str = "grmp_iqa", seed: int = 0, **config_overrides):
+    """A fresh model of `method` around `backbone`; prompt initialisation is seeded by `seed`."""
+    if method not in MODEL_CLASSES:
+        raise ValueError(f"unknown method {method!r}; choose from {sorted(MODEL_CLASSES)}")
+    clip, tokenizer = load_backbone(backbone, seed=seed)
+    config_overrides.setdefault("base_model_name_or_path", backbone)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODEL_CLASSES[method].from_clip(clip, tokenizer, **config_overrides)
+
+
+def load_model(name_or_path: str, device=None, revision: str | None = None, trust_remote_code: bool = False):
+    """Load a saved model (local directory or Hub id) in eval mode. Only safetensors weights are read;
+    remote code runs only with `trust_remote_code=True` (the package's own classes need none)."""
+    model = AutoModel.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()

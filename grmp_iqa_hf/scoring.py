@@ -1,0 +1,120 @@
+"""Score many image files robustly: every input gets a row, a broken file never stops the rest.
+
+`model.predict` is the strict API (a bad input raises); this module is what `grmp-iqa score` and
+`grmp-iqa evaluate` use over folders: images are decoded in a small thread pool while the model runs,
+and each file that cannot be read is reported with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .modeling.image_processing_iqa import ImageLoadError, load_image
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".pbm"}
+)
+
+
+@dataclass
+class ScoreRow:
+    """One input: its path, its score (None when it could not be read) and the reason (empty when scored)."""
+
+    path: str
+    score: float | None
+    error: str = ""
+
+
+def find_images(paths) -> list[str]:
+    """Expand inputs into image files: folders are walked recursively (sorted, hidden entries skipped,
+    extensions matched case-insensitively); files named explicitly are kept whatever their extension,
+    and so are paths that do not exist (they are reported as errors when scored)."""
+    found: list[str] = []
+    for path in map(str, paths):
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        found.append(os.path.join(root, name))
+        else:
+            found.append(path)
+    return found
+
+
+def _load_and_preprocess(processor, path: str):
+    try:
+        return processor(load_image(path), return_tensors="pt")["pixel_values"][0], ""
+    except ImageLoadError as err:
+        return None, err.reason
+    except Exception as err:  # noqa: BLE001 - one odd file must not stop a folder; report what happened
+        return None, f"{type(err).__name__}: {err}"
+
+
+@torch.no_grad()
+def score_files(model, files, batch_size: int = 32, device=None, num_workers: int = 2, progress: bool = True):
+    """Score `files` with `model` (any model of this package). Returns one `ScoreRow` per file, in order."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    processor = model.image_processor
+    was_training = model.training
+    model.eval()
+    rows: list[ScoreRow] = []
+    bar = tqdm(total=len(files), desc="Scoring", unit="img", disable=not progress)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+            chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+            # decode the next chunk while the model runs on the current one
+            pending = [pool.submit(_load_and_preprocess, processor, f) for f in chunks[0]] if chunks else []
+            for index, chunk in enumerate(chunks):
+                loaded = [job.result() for job in pending]
+                if index + 1 < len(chunks):
+                    pending = [pool.submit(_load_and_preprocess, processor, f) for f in chunks[index + 1]]
+                good = [i for i, (pixels, _) in enumerate(loaded) if pixels is not None]
+                scores = {}
+                if good:
+                    batch = torch.stack([loaded[i][0] for i in good]).to(device)
+                    values = model(pixel_values=batch).scores.float().cpu().tolist()
+                    scores = dict(zip(good, values))
+                for i, path in enumerate(chunk):
+                    rows.append(ScoreRow(path=path, score=scores.get(i), error=loaded[i][1]))
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return rows
+
+
+def write_rows(rows: list[ScoreRow], output: str) -> None:
+    """Write rows as CSV (`.csv`) or JSON (`.json`: a list of objects)."""
+    suffix = Path(output).suffix.lower()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".json":
+        with open(output, "w") as f:
+            json.dump([asdict(r) for r in rows], f, indent=1)
+    elif suffix == ".csv":
+        with open(output, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "score", "error"])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({"path": row.path, "score": "" if row.score is None else f"{row.score:.6f}",
+                                 "error": row.error})
+    else:
+        raise ValueError(f"--output must end in .csv or .json, got {output!r}")
+
+
+def format_table(rows: list[ScoreRow]) -> str:
+    """A plain-text table for the terminal."""
+    width = max([len("path")] + [len(r.path) for r in rows])
+    lines = [f"{'path':<{width}}  {'score':>8}  error"]
+    for r in rows:
+        score = "" if r.score is None else f"{r.score:.4f}"
+        lines.append(f"{r.path:<{width}}  {score:>8}  {r.error}".rstrip())
+    return "\n".join(lines)

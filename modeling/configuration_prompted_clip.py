@@ -1,0 +1,110 @@
+"""Settings shared by every prompt-learned CLIP quality model (GRMP-IQA, MP-IQE).
+
+One dataclass config holds the backbone and the prompt/visual-prompt/preprocessing settings; each
+method's config subclasses it and adds its own fields. Shipped as Hub remote code: imports only
+transformers and the standard library.
+"""
+
+from __future__ import annotations
+
+from transformers import CLIPConfig, PreTrainedConfig
+
+from .image_processing_iqa import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+RESIZE_MODES = ("square", "shorter_side")
+# The released GRMP-IQA code resizes to 244x244 before cropping 224: keep that ratio for any size.
+RESIZE_RATIO = 244 / 224
+
+
+class PromptedCLIPConfig(PreTrainedConfig):
+    """Backbone + prompt settings common to the models of this package (see `GRMPIQAConfig`)."""
+
+    sub_configs_defaults = {"clip_config": CLIPConfig}
+
+    clip_config: dict | CLIPConfig | None = None
+    # CoOp text context
+    n_ctx: int = 4
+    ctx_init: str | None = None
+    ctx_init_std: float = 0.02
+    class_token_position: str = "end"
+    prompt_suffix: str = "."
+    # VPT-deep visual prompts
+    num_visual_prompts: int = 100
+    visual_prompt_depth: int | None = None
+    visual_prompt_dropout: float = 0.1
+    visual_prompt_projection: bool = True
+    visual_prompt_norm: bool = True
+    # image preprocessing (the image processor is built from these: one source of truth)
+    image_normalization: str = "clip"
+    image_mean: list[float] | tuple[float, ...] | None = None
+    image_std: list[float] | tuple[float, ...] | None = None
+    resize_size: int | None = None
+    resize_mode: str = "square"
+    resample: str = "bilinear"
+    # provenance
+    base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    training_info: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.n_ctx < 1:
+            raise ValueError(f"n_ctx must be >= 1, got {self.n_ctx}")
+        if self.class_token_position not in CLASS_TOKEN_POSITIONS:
+            raise ValueError(
+                f"class_token_position must be one of {CLASS_TOKEN_POSITIONS}, got {self.class_token_position!r}"
+            )
+        num_layers = self.clip_config.vision_config.num_hidden_layers
+        if self.num_visual_prompts < 0:
+            raise ValueError(f"num_visual_prompts must be >= 0, got {self.num_visual_prompts}")
+        if self.visual_prompt_depth is not None and not 1 <= self.visual_prompt_depth <= num_layers:
+            raise ValueError(
+                f"visual_prompt_depth must be in [1, {num_layers}] (the vision tower's layers) or None, "
+                f"got {self.visual_prompt_depth}"
+            )
+        if not 0.0 <= self.visual_prompt_dropout < 1.0:
+            raise ValueError(f"visual_prompt_dropout must be in [0, 1), got {self.visual_prompt_dropout}")
+        if self.image_mean is None or self.image_std is None:
+            if self.image_normalization not in NORMALIZATIONS:
+                raise ValueError(
+                    f"image_normalization must be one of {sorted(NORMALIZATIONS)} (or pass image_mean and "
+                    f"image_std), got {self.image_normalization!r}"
+                )
+            mean, std = NORMALIZATIONS[self.image_normalization]
+            self.image_mean = list(mean) if self.image_mean is None else self.image_mean
+            self.image_std = list(std) if self.image_std is None else self.image_std
+        self.image_mean, self.image_std = [float(v) for v in self.image_mean], [float(v) for v in self.image_std]
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.resize_size is None:
+            self.resize_size = round(self.image_size * RESIZE_RATIO)
+        if self.resize_size < self.image_size:
+            raise ValueError(f"resize_size ({self.resize_size}) must be >= the crop size ({self.image_size})")
+
+    @property
+    def image_size(self) -> int:
+        """The backbone's input size (the crop size)."""
+        return self.clip_config.vision_config.image_size
+
+    @property
+    def num_prompted_layers(self) -> int:
+        """How many vision layers have their own prompt tokens (0 without visual prompts)."""
+        if self.num_visual_prompts == 0:
+            return 0
+        return self.visual_prompt_depth or self.clip_config.vision_config.num_hidden_layers
+
+    def image_processor_kwargs(self) -> dict:
+        """Arguments of `IQAImageProcessor` for this model."""
+        return {
+            "crop_size": self.image_size,
+            "resize_size": self.resize_size,
+            "resize_mode": self.resize_mode,
+            "resample": self.resample,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+        }
+
+
+__all__ = ["PromptedCLIPConfig"]

@@ -1,0 +1,209 @@
+"""Learnable prompts around a frozen `transformers.CLIPModel`, shared by every model of this package.
+
+- `TextContext`: CoOp's learnable context vectors, placed around each class name's tokens.
+- `DeepVisualPrompts`: VPT-deep prompt tokens, inserted after CLS and replaced before each prompted layer.
+- `encode_text_embeddings` / `encode_prompted_image`: the two CLIP towers run with those prompts,
+  split into stages (`embed_image`, `run_vision_layers`, `pool_image`) so that training code can cache
+  the activations entering the first trainable block.
+
+Shipped as Hub remote code: imports only torch, transformers and the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.masking_utils import create_causal_mask
+
+# CoOp's placeholder for a context slot; any single-token word works, its embedding is replaced.
+CONTEXT_PLACEHOLDER = "X"
+
+
+def build_prompt_token_ids(tokenizer, class_names, n_ctx: int, ctx_init: str | None = None, suffix: str = "."):
+    """Tokenize `"{context} {class}{suffix}"` for each class, as CoOp does.
+
+    Returns `(input_ids, class_lengths, n_ctx)`: `input_ids` padded to the longest prompt (a list of
+    lists; positions `1 .. n_ctx` hold the context placeholders or the `ctx_init` tokens), the token
+    count of each class name, and the context length (that of `ctx_init` when given).
+    """
+    if ctx_init:
+        ctx_init = " ".join(ctx_init.replace("_", " ").split())
+        n_ctx = len(tokenizer(ctx_init, add_special_tokens=False)["input_ids"])
+        prefix = ctx_init
+    else:
+        prefix = " ".join([CONTEXT_PLACEHOLDER] * n_ctx)
+        placeholder_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if len(placeholder_ids) != n_ctx:
+            raise ValueError(f"the tokenizer splits {CONTEXT_PLACEHOLDER!r} into several tokens; cannot place context")
+    names = [" ".join(str(name).replace("_", " ").split()) for name in class_names]
+    class_lengths = [len(tokenizer(name, add_special_tokens=False)["input_ids"]) for name in names]
+    prompts = [f"{prefix} {name}{suffix}" for name in names]
+    encoded = tokenizer(prompts, padding=True)["input_ids"]
+    encoded = [list(map(int, ids)) for ids in encoded]
+    for prompt, ids, class_len in zip(prompts, encoded, class_lengths):
+        # SOS + context + class must be followed by at least the EOS token
+        if len(ids) < 2 + n_ctx + class_len:
+            raise ValueError(f"tokenized prompt {prompt!r} is shorter than expected: {ids}")
+    return encoded, class_lengths, n_ctx
+
+
+def eos_positions(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """Where CLIP pools the text features: the same rule as `CLIPTextTransformer.forward`."""
+    if eos_token_id == 2:
+        # legacy CLIP configs (eos_token_id wrongly 2): the EOS token has the largest id
+        return input_ids.to(torch.int).argmax(dim=-1)
+    return (input_ids.to(torch.int) == eos_token_id).int().argmax(dim=-1)
+
+
+class TextContext(nn.Module):
+    """CoOp: `n_ctx` context vectors shared by all classes, in the text tower's embedding space."""
+
+    def __init__(self, n_ctx: int, width: int, position: str = "end"):
+        super().__init__()
+        self.position = position
+        self.ctx = nn.Parameter(torch.empty(n_ctx, width))
+
+    def forward(self, token_embeds: torch.Tensor, class_lengths: list[int]) -> torch.Tensor:
+        """Replace the placeholder slots of `token_embeds` (n_cls, L, D) with the context.
+
+        The sequence length and the EOS position do not change with the layout.
+        """
+        n_cls, n_ctx = token_embeds.shape[0], self.ctx.shape[0]
+        ctx = self.ctx.to(token_embeds.dtype)
+        prefix = token_embeds[:, :1]
+        if self.position == "end":
+            return torch.cat([prefix, ctx.unsqueeze(0).expand(n_cls, -1, -1), token_embeds[:, 1 + n_ctx :]], dim=1)
+        rows = []
+        half = n_ctx // 2
+        for i, class_len in enumerate(class_lengths):
+            name = token_embeds[i, 1 + n_ctx : 1 + n_ctx + class_len]
+            rest = token_embeds[i, 1 + n_ctx + class_len :]
+            if self.position == "front":
+                parts = [prefix[i], name, ctx, rest]
+            else:  # middle
+                parts = [prefix[i], ctx[:half], name, ctx[half:], rest]
+            rows.append(torch.cat(parts, dim=0))
+        return torch.stack(rows)
+
+
+class DeepVisualPrompts(nn.Module):
+    """VPT-deep prompt tokens for a ViT: one set of `num_tokens` tokens per prompted layer.
+
+    All tokens pass through one shared projection and dropout; an optional extra LayerNorm is applied
+    to every token after the last block (before CLIP's `post_layernorm`).
+    """
+
+    def __init__(self, num_tokens, depth, width, patch_size, num_channels, dropout, projection, norm, eps):
+        super().__init__()
+        self.embeddings = nn.Parameter(torch.empty(depth, num_tokens, width))
+        self.projection = nn.Linear(width, width) if projection else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(width, eps=eps) if norm else nn.Identity()
+        # VPT's uniform bound: Xavier over (patch pixels, width)
+        self.init_bound = math.sqrt(6.0 / float(num_channels * patch_size * patch_size + width))
+
+    @property
+    def depth(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.embeddings.shape[1]
+
+    def tokens(self, layer: int, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+        prompts = self.dropout(self.projection(self.embeddings[layer]))
+        return prompts.to(dtype).unsqueeze(0).expand(batch_size, -1, -1)
+
+    def reset_parameters(self):
+        nn.init.uniform_(self.embeddings, -self.init_bound, self.init_bound)
+        if isinstance(self.projection, nn.Linear):
+            nn.init.kaiming_normal_(self.projection.weight, a=0, mode="fan_out")
+            nn.init.zeros_(self.projection.bias)
+        if isinstance(self.norm, nn.LayerNorm):
+            nn.init.ones_(self.norm.weight)
+            nn.init.zeros_(self.norm.bias)
+
+
+def build_visual_prompts(config) -> DeepVisualPrompts | None:
+    """The visual prompts a `PromptedCLIPConfig` asks for (None when `num_visual_prompts == 0`)."""
+    if config.num_visual_prompts == 0:
+        return None
+    vision = config.clip_config.vision_config
+    return DeepVisualPrompts(
+        num_tokens=config.num_visual_prompts,
+        depth=config.num_prompted_layers,
+        width=vision.hidden_size,
+        patch_size=vision.patch_size,
+        num_channels=vision.num_channels,
+        dropout=config.visual_prompt_dropout,
+        projection=config.visual_prompt_projection,
+        norm=config.visual_prompt_norm,
+        eps=vision.layer_norm_eps,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Text tower
+# ----------------------------------------------------------------------------------------------
+
+
+def encode_text_embeddings(clip, token_embeds: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """CLIP's text tower from token embeddings: positions, causal encoder, final norm, EOS pool, projection.
+
+    `transformers`' `CLIPTextModel.forward` takes no `inputs_embeds`, so this mirrors it step by step.
+    `input_ids` (same shape as the embeddings' first two dims) only locates the EOS token.
+    """
+    text = clip.text_model
+    hidden = text.embeddings(inputs_embeds=token_embeds)
+    mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
+    hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
+    hidden = text.final_layer_norm(hidden)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos_positions(input_ids, text.eos_token_id)]
+    return clip.text_projection(pooled)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vision tower, in stages
+# ----------------------------------------------------------------------------------------------
+
+
+def embed_image(clip, prompts: DeepVisualPrompts | None, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Patch + position embeddings, the first layer's prompt tokens after CLS, CLIP's `pre_layrnorm`."""
+    vision = clip.vision_model
+    hidden = vision.embeddings(pixel_values)
+    if prompts is not None:
+        hidden = torch.cat([hidden[:, :1], prompts.tokens(0, hidden.shape[0], hidden.dtype), hidden[:, 1:]], dim=1)
+    return vision.pre_layrnorm(hidden)
+
+
+def run_vision_layers(clip, prompts, hidden: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+    """Vision blocks `start .. end-1`; before each prompted block after the first, its own prompts replace
+    the previous layer's prompt outputs."""
+    layers = clip.vision_model.encoder.layers
+    end = len(layers) if end is None else end
+    for index in range(start, end):
+        if prompts is not None and 0 < index < prompts.depth:
+            n = prompts.num_tokens
+            hidden = torch.cat(
+                [hidden[:, :1], prompts.tokens(index, hidden.shape[0], hidden.dtype), hidden[:, 1 + n :]], dim=1
+            )
+        hidden = layers[index](hidden, None)
+    return hidden
+
+
+def finish_vision(clip, prompts, hidden: torch.Tensor) -> torch.Tensor:
+    """All tokens after the last block: the prompts' extra norm (when visual prompts are on)."""
+    return prompts.norm(hidden) if prompts is not None else hidden
+
+
+def pool_image(clip, hidden: torch.Tensor) -> torch.Tensor:
+    """CLS token -> CLIP's `post_layernorm` -> `visual_projection`."""
+    return clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 0]))
+
+
+def encode_prompted_image(clip, prompts, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image features with visual prompts (exactly `CLIPModel.get_image_features` without)."""
+    hidden = run_vision_layers(clip, prompts, embed_image(clip, prompts, pixel_values))
+    return pool_image(clip, finish_vision(clip, prompts, hidden))

@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests never touch the network: the Hub is unreachable here and must not be needed.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLIVE_DIR = REPO_ROOT.parent / "shared" / "data" / "clive-jpg"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny random CLIP and its tokenizer (shared; tests must not modify them)."""
+    from grmp_iqa_hf.testing import tiny_clip
+
+    return tiny_clip(seed=0)
+
+
+@pytest.fixture
+def clive_dir():
+    if not (CLIVE_DIR / "metadata.csv").is_file():
+        pytest.skip(f"LIVE-in-the-Wild sample not found at {CLIVE_DIR}")
+    return CLIVE_DIR
+
+
+@pytest.fixture
+def pixel_values():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(3, 3, 64, 64, generator=generator)
