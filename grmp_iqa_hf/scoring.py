@@ -92,22 +92,25 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
     return rows
 
 
-def write_rows(rows: list[ScoreRow], output: str) -> None:
-    """Write rows as CSV (`.csv`) or JSON (`.json`: a list of objects)."""
+def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list] | None = None) -> None:
+    """Write rows as CSV (`.csv`) or JSON (`.json`: a list of objects), with optional extra columns
+    (name -> one value per row, e.g. the MOS)."""
     suffix = Path(output).suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"output must end in .csv or .json, got {output!r}")
+    extra_columns = extra_columns or {}
+    records = [dict(asdict(row), **{k: v[i] for k, v in extra_columns.items()}) for i, row in enumerate(rows)]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
         with open(output, "w") as f:
-            json.dump([asdict(r) for r in rows], f, indent=1)
-    elif suffix == ".csv":
-        with open(output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "score", "error"])
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({"path": row.path, "score": "" if row.score is None else f"{row.score:.6f}",
-                                 "error": row.error})
-    else:
-        raise ValueError(f"--output must end in .csv or .json, got {output!r}")
+            json.dump(records, f, indent=1)
+        return
+    with open(output, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "score", "error", *extra_columns])
+        writer.writeheader()
+        for record in records:
+            record["score"] = "" if record["score"] is None else f"{record['score']:.6f}"
+            writer.writerow(record)
 
 
 def format_table(rows: list[ScoreRow]) -> str:
