@@ -54,6 +54,40 @@ def cmd_score(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def cmd_evaluate(args) -> int:
+    from .data import DatasetMetadataError
+    from .evaluation.evaluate import evaluate_model, write_report
+    from .models import load_model
+
+    if not args.output.lower().endswith(".json"):
+        print(f"error: --output must be a .json file, got {args.output!r}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        model = load_model(args.model, device=_device(args.device), revision=args.revision,
+                           trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as err:
+        print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        report = evaluate_model(model, args.data_dir, dataset=args.dataset, batch_size=args.batch_size,
+                                progress=not args.quiet)
+    except DatasetMetadataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: cannot load dataset {args.dataset!r} from {args.data_dir}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    report["model"] = args.model
+    write_report(report, args.output, plot=args.plot)
+    print(f"{report['dataset_name'] or report['dataset']}: n={report['n']}  SRCC={report['srcc']:.4f}  "
+          f"PLCC={report['plcc']:.4f}  PLCC(logistic)={report['plcc_logistic']:.4f}  KRCC={report['krcc']:.4f}  "
+          f"RMSE={report['rmse']:.4f}")
+    print(f"wrote {args.output}" + (f" and {args.plot}" if args.plot else ""), file=sys.stderr)
+    for failure in report["failed"]:
+        print(f"  could not read {failure['path']}: {failure['error']}", file=sys.stderr)
+    return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
@@ -78,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow a checkpoint's own Python code to run (not needed for this package's models)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=cmd_score)
+
+    evaluate = sub.add_parser("evaluate", help="score a labelled dataset and report SRCC/PLCC/KRCC/RMSE")
+    evaluate.add_argument("--model", required=True, help="model directory or Hub id")
+    evaluate.add_argument("--data-dir", required=True, help="the dataset's folder")
+    evaluate.add_argument("--dataset", default="imagefolder",
+                          help="imagefolder (metadata.csv), livec, koniq10k, kadid10k, tid2013, csiq, live, spaq, pyiqa")
+    evaluate.add_argument("--output", required=True, help="report.json")
+    evaluate.add_argument("--plot", default=None, help="scatter.png: prediction vs MOS with the logistic fit")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--revision", default=None)
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("--trust-remote-code", action="store_true")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     quick = sub.add_parser("quickstart", help="the whole pipeline offline on an embedded default, in minutes")
     quick.add_argument("--output-dir", required=True)

@@ -1,0 +1,108 @@
+"""Inference throughput of the quality models against CLIP's own image tower, measured in one run.
+
+At ViT-B/16 size (random weights: the cost does not depend on their values), on the same batches:
+- `clip_image_features`: `CLIPModel.get_image_features` (the floor: what any CLIP scorer must pay);
+- `grmp_coop`: GRMP-IQA with text context only (`num_visual_prompts=0`): text features are cached, so it
+  should cost the image tower alone;
+- `grmp_vpt100`: GRMP-IQA with 100 deep visual prompts (297 tokens instead of 197 per layer).
+
+Timings are interleaved (one batch of each model per round) and the median per model is reported, so
+machine noise hits all of them alike. Ratios are throughput relative to `clip_image_features`.
+
+    python benchmarks/inference.py --json            # ViT-B/16, batch 8
+    python benchmarks/inference.py --size tiny       # seconds, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from grmp_iqa_hf import GRMPIQAModel
+from grmp_iqa_hf.testing import tiny_clip_config, tiny_tokenizer
+from transformers import CLIPModel
+
+VIT_B16 = {
+    "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                    "num_attention_heads": 8, "max_position_embeddings": 77},
+    "vision_config": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                      "num_attention_heads": 12, "image_size": 224, "patch_size": 16},
+    "projection_dim": 512,
+}
+
+
+def build_backbone(size: str):
+    tokenizer = tiny_tokenizer()  # the tokenizer does not affect image-side cost
+    overrides = VIT_B16 if size == "base" else {}
+    torch.manual_seed(0)
+    return CLIPModel(tiny_clip_config(tokenizer, **overrides)).eval(), tokenizer
+
+
+def candidates(clip, tokenizer, device) -> dict:
+    """name -> callable(pixel_values), every module on `device`. Extended by later models (MP-IQE)."""
+    coop = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=0).to(device).eval()
+    vpt = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100).to(device).eval()
+    clip = clip.to(device)
+    return {
+        "clip_image_features": lambda px: clip.get_image_features(pixel_values=px).pooler_output,
+        "grmp_coop": lambda px: coop(pixel_values=px).scores,
+        "grmp_vpt100": lambda px: vpt(pixel_values=px).scores,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["base", "tiny"], default="base")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    args = parser.parse_args(argv)
+
+    clip, tokenizer = build_backbone(args.size)
+    models = candidates(clip, tokenizer, args.device)
+    image_size = clip.config.vision_config.image_size
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(args.batch_size, 3, image_size, image_size, generator=generator).to(args.device)
+
+    def timed(fn):
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(pixel_values)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for fn in models.values():  # warm-up (also fills the text-feature caches)
+            fn(pixel_values)
+        for _ in range(args.rounds):
+            for name, fn in models.items():
+                times[name].append(timed(fn))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    base = median["clip_image_features"]
+    result = {
+        "benchmark": "inference",
+        "size": "ViT-B/16" if args.size == "base" else "tiny",
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "seconds_per_batch": {k: round(v, 4) for k, v in median.items()},
+        "images_per_second": {k: round(args.batch_size / v, 3) for k, v in median.items()},
+        "throughput_ratio_vs_clip": {k: round(base / v, 3) for k, v in median.items() if k != "clip_image_features"},
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
