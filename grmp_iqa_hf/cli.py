@@ -21,8 +21,19 @@ def _device(name: str | None) -> str:
     return name
 
 
-def cmd_score(args) -> int:
+def _load_model(args):
+    """The model named by --model/--revision/--device/--trust-remote-code, or None after printing why not."""
     from .models import load_model
+
+    try:
+        return load_model(args.model, device=_device(args.device), revision=args.revision,
+                          trust_remote_code=args.trust_remote_code)
+    except (OSError, ValueError) as err:
+        print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+        return None
+
+
+def cmd_score(args) -> int:
     from .scoring import find_images, format_table, score_files, write_rows
 
     if args.output and not args.output.lower().endswith((".csv", ".json")):
@@ -32,11 +43,8 @@ def cmd_score(args) -> int:
     if not files:
         print(f"error: no image files found in {' '.join(args.paths)}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        model = load_model(args.model, device=_device(args.device), revision=args.revision,
-                           trust_remote_code=args.trust_remote_code)
-    except (OSError, ValueError) as err:
-        print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+    model = _load_model(args)
+    if model is None:
         return EXIT_USAGE
     rows = score_files(model, files, batch_size=args.batch_size, num_workers=args.num_workers,
                        progress=not args.quiet)
@@ -57,16 +65,12 @@ def cmd_score(args) -> int:
 def cmd_evaluate(args) -> int:
     from .data import DatasetMetadataError
     from .evaluation.evaluate import evaluate_model, write_report
-    from .models import load_model
 
     if not args.output.lower().endswith(".json"):
         print(f"error: --output must be a .json file, got {args.output!r}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        model = load_model(args.model, device=_device(args.device), revision=args.revision,
-                           trust_remote_code=args.trust_remote_code)
-    except (OSError, ValueError) as err:
-        print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+    model = _load_model(args)
+    if model is None:
         return EXIT_USAGE
     try:
         report = evaluate_model(model, args.data_dir, dataset=args.dataset, batch_size=args.batch_size,
@@ -99,32 +103,28 @@ def cmd_quickstart(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grmp-iqa", description="Blind image quality assessment with prompt-learned CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
+    model_options = argparse.ArgumentParser(add_help=False)
+    model_options.add_argument("--model", required=True, help="model directory or Hub id")
+    model_options.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    model_options.add_argument("--batch-size", type=int, default=32)
+    model_options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    model_options.add_argument("--trust-remote-code", action="store_true",
+                               help="allow a checkpoint's own Python code to run (not needed for this package's models)")
+    model_options.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    score = sub.add_parser("score", help="score image files and folders (recursively)")
+    score = sub.add_parser("score", parents=[model_options], help="score image files and folders (recursively)")
     score.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    score.add_argument("--model", required=True, help="model directory or Hub id")
-    score.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    score.add_argument("--batch-size", type=int, default=32)
     score.add_argument("--num-workers", type=int, default=2, help="image decoding threads")
     score.add_argument("--output", default=None, help="out.csv or out.json (default: a table on stdout)")
-    score.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    score.add_argument("--trust-remote-code", action="store_true",
-                       help="allow a checkpoint's own Python code to run (not needed for this package's models)")
-    score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=cmd_score)
 
-    evaluate = sub.add_parser("evaluate", help="score a labelled dataset and report SRCC/PLCC/KRCC/RMSE")
-    evaluate.add_argument("--model", required=True, help="model directory or Hub id")
+    evaluate = sub.add_parser("evaluate", parents=[model_options],
+                              help="score a labelled dataset and report SRCC/PLCC/KRCC/RMSE")
     evaluate.add_argument("--data-dir", required=True, help="the dataset's folder")
     evaluate.add_argument("--dataset", default="imagefolder",
                           help="imagefolder (metadata.csv), livec, koniq10k, kadid10k, tid2013, csiq, live, spaq, pyiqa")
     evaluate.add_argument("--output", required=True, help="report.json")
     evaluate.add_argument("--plot", default=None, help="scatter.png: prediction vs MOS with the logistic fit")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--revision", default=None)
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    evaluate.add_argument("--trust-remote-code", action="store_true")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
     quick = sub.add_parser("quickstart", help="the whole pipeline offline on an embedded default, in minutes")

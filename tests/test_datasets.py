@@ -257,6 +257,29 @@ def test_livec_excludes_training_images(tmp_path):
     assert full.num_rows == 12 and full["image_id"][0] == "Images/trainingImages/t1.bmp"
 
 
+def test_livec_full_size_release_gives_1162_rows(tmp_path):
+    # the real release's shape: 7 training images + 1162 test images, MOS exactly as in AllMOS_release.mat
+    rel = tmp_path / "ChallengeDB_release"
+    names = [f"t{i}.bmp" for i in range(1, 8)] + [f"{i}.JPG" for i in range(3, 1165)]
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(3.0, 93.0, len(names))
+    images = rel / "Images"
+    (images / "trainingImages").mkdir(parents=True)
+    tiny_jpeg = io.BytesIO()
+    Image.new("RGB", (4, 4), (120, 80, 40)).save(tiny_jpeg, format="JPEG")
+    for n in names:
+        (images / ("trainingImages" if n.startswith("t") else "") / n).write_bytes(tiny_jpeg.getvalue())
+    data = rel / "Data"
+    data.mkdir()
+    scipy.io.savemat(data / "AllImages_release.mat", {"AllImages_release": cell_array(names, (len(names), 1))})
+    scipy.io.savemat(data / "AllMOS_release.mat", {"AllMOS_release": mos[None, :]})
+    scipy.io.savemat(data / "AllStdDev_release.mat", {"AllStdDev_release": np.full((1, len(names)), 10.0)})
+    ds = load_iqa_dataset("livec", rel)
+    assert ds.num_rows == 1162
+    stored = scipy.io.loadmat(data / "AllMOS_release.mat")["AllMOS_release"][0]
+    np.testing.assert_array_equal(np.asarray(ds["mos"]), stored[7:])
+
+
 def test_livec_bad_mat_values_are_reported_by_entry(tmp_path):
     rel, names, mos, std = make_livec(tmp_path)
     bad = list(mos)

@@ -337,6 +337,18 @@ def _find_file(
     )
 
 
+def _metadata_location(
+    data_dir: str, opts: Dict[str, Any], candidates: Sequence[str], what: str, layout_hint: str
+) -> Tuple[str, str]:
+    """``(root, metadata path)``: the ``metadata_file`` option (relative to ``data_dir``) when given,
+    else the first of ``candidates`` found by :func:`_find_file`."""
+    if opts.get("metadata_file"):
+        root = os.path.abspath(os.path.expanduser(str(data_dir)))
+        path = str(opts["metadata_file"])
+        return root, path if os.path.isabs(path) else os.path.join(root, path)
+    return _find_file(data_dir, candidates, what, layout_hint)
+
+
 def _rel_display(path: str, root: str) -> str:
     try:
         rel = os.path.relpath(path, root)
@@ -958,15 +970,10 @@ def _find_dir(data_dir: str, name: str, depth: int = 2) -> Optional[str]:
 
 def _load_koniq10k(data_dir: str, opts: Dict[str, Any]) -> _Table:
     root = os.path.abspath(os.path.expanduser(str(data_dir)))
-    if opts.get("metadata_file"):
-        csv_path = str(opts["metadata_file"])
-        if not os.path.isabs(csv_path):
-            csv_path = os.path.join(root, csv_path)
-    else:
-        _r, csv_path = _find_file(
-            root, [_KONIQ_CSV], "KonIQ-10k score file",
-            f"{_KONIQ_CSV} and 1024x768/ (or 512x384/) next to it or in subfolders",
-        )
+    _, csv_path = _metadata_location(
+        root, opts, [_KONIQ_CSV], "KonIQ-10k score file",
+        f"{_KONIQ_CSV} and 1024x768/ (or 512x384/) next to it or in subfolders",
+    )
     resolution = str(opts.get("resolution", "1024x768"))
     image_dir = _find_dir(root, resolution)
     if image_dir is None:
@@ -1024,13 +1031,9 @@ _CSIQ_NAME = re.compile(r"^(.+)\.([A-Za-z0-9]+)\.(\d+)\.\w+$")
 
 
 def _load_kadid10k(data_dir: str, opts: Dict[str, Any]) -> _Table:
-    if opts.get("metadata_file"):
-        root = os.path.abspath(os.path.expanduser(str(data_dir)))
-        csv_path = str(opts["metadata_file"])
-        if not os.path.isabs(csv_path):
-            csv_path = os.path.join(root, csv_path)
-    else:
-        root, csv_path = _find_file(data_dir, ["dmos.csv"], "KADID-10k dmos.csv", "kadid10k/{dmos.csv, images/I01_01_01.png ...}")
+    root, csv_path = _metadata_location(
+        data_dir, opts, ["dmos.csv"], "KADID-10k dmos.csv", "kadid10k/{dmos.csv, images/I01_01_01.png ...}"
+    )
     image_dir = _ci_path(root, "images") or os.path.join(root, "images")
     problems = _Problems(csv_path)
     header, csv_rows = _read_csv_rows(csv_path)
@@ -1077,16 +1080,10 @@ def _load_kadid10k(data_dir: str, opts: Dict[str, Any]) -> _Table:
 
 
 def _load_tid2013(data_dir: str, opts: Dict[str, Any]) -> _Table:
-    if opts.get("metadata_file"):
-        root = os.path.abspath(os.path.expanduser(str(data_dir)))
-        mos_path = str(opts["metadata_file"])
-        if not os.path.isabs(mos_path):
-            mos_path = os.path.join(root, mos_path)
-    else:
-        root, mos_path = _find_file(
-            data_dir, ["mos_with_names.txt"], "TID2013 mos_with_names.txt",
-            "tid2013/{mos_with_names.txt, mos_std.txt, distorted_images/, reference_images/}",
-        )
+    root, mos_path = _metadata_location(
+        data_dir, opts, ["mos_with_names.txt"], "TID2013 mos_with_names.txt",
+        "tid2013/{mos_with_names.txt, mos_std.txt, distorted_images/, reference_images/}",
+    )
     image_dir = _ci_path(root, "distorted_images") or os.path.join(root, "distorted_images")
     problems = _Problems(mos_path)
     with open(mos_path, encoding="utf-8-sig", errors="replace") as f:
@@ -1184,18 +1181,12 @@ def _csiq_records(path: str, sheet) -> Tuple[List[Tuple[int, Dict[str, Any]]], s
 
 
 def _load_csiq(data_dir: str, opts: Dict[str, Any]) -> _Table:
-    if opts.get("metadata_file"):
-        root = os.path.abspath(os.path.expanduser(str(data_dir)))
-        meta = str(opts["metadata_file"])
-        if not os.path.isabs(meta):
-            meta = os.path.join(root, meta)
-    else:
-        root, meta = _find_file(
-            data_dir,
-            ["csiq.DMOS.xlsx", "csiq_dmos.csv", "csiq_dmos.txt", "csiq.DMOS.csv", "csiq.DMOS.txt"],
-            "CSIQ DMOS file",
-            "CSIQ/{csiq.DMOS.xlsx (or csiq_dmos.csv / csiq_dmos.txt), dst_imgs/<type>/<image>.<TYPE>.<level>.png, src_imgs/}",
-        )
+    root, meta = _metadata_location(
+        data_dir, opts,
+        ["csiq.DMOS.xlsx", "csiq_dmos.csv", "csiq_dmos.txt", "csiq.DMOS.csv", "csiq.DMOS.txt"],
+        "CSIQ DMOS file",
+        "CSIQ/{csiq.DMOS.xlsx (or csiq_dmos.csv / csiq_dmos.txt), dst_imgs/<type>/<image>.<TYPE>.<level>.png, src_imgs/}",
+    )
     recs, source = _csiq_records(meta, opts.get("sheet"))
     problems = _Problems(meta)
     image_root = _ci_path(root, "dst_imgs") or _ci_path(root, "dst_imgs_all") or os.path.join(root, "dst_imgs")
@@ -1352,19 +1343,14 @@ _SPAQ_ATTRS = ("brightness", "colorfulness", "contrast", "noisiness", "sharpness
 
 
 def _load_spaq(data_dir: str, opts: Dict[str, Any]) -> _Table:
-    if opts.get("metadata_file"):
-        root = os.path.abspath(os.path.expanduser(str(data_dir)))
-        meta = str(opts["metadata_file"])
-        if not os.path.isabs(meta):
-            meta = os.path.join(root, meta)
-    else:
-        root, meta = _find_file(
-            data_dir,
-            ["Annotations/MOS and Image attribute scores.xlsx", "Annotations/MOS and Image attribute scores.csv"],
-            "SPAQ annotation file",
-            "SPAQ/{Annotations/MOS and Image attribute scores.xlsx, TestImage/00001.jpg ...}",
-        )
-        root = os.path.dirname(os.path.dirname(meta))
+    root, meta = _metadata_location(
+        data_dir, opts,
+        ["Annotations/MOS and Image attribute scores.xlsx", "Annotations/MOS and Image attribute scores.csv"],
+        "SPAQ annotation file",
+        "SPAQ/{Annotations/MOS and Image attribute scores.xlsx, TestImage/00001.jpg ...}",
+    )
+    if not opts.get("metadata_file"):
+        root = os.path.dirname(os.path.dirname(meta))  # the annotation file sits in SPAQ/Annotations/
     if meta.lower().endswith(".csv"):
         header, csv_rows = _read_csv_rows(meta)
         raw = [(1, header)] + [(line, vals) for line, vals in csv_rows]
