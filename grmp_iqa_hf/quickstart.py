@@ -17,6 +17,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from accelerate import Accelerator
 
 from .data import build_synthetic_dataset, load_pristine_images, make_splits
 from .evaluation import compute_metrics
@@ -69,8 +70,9 @@ def run_quickstart(
     _say(f"3/4 prompt tuning for {epochs} epochs ({sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
          "trainable parameters)")
     pixels = pixel_cache(model, [files[i] for i in split.train])
+    accelerator = Accelerator(cpu=(device or "cpu") == "cpu")
     history = train_prompts(model, pixels, mos[split.train], epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, seed=seed)
+                            learning_rate=learning_rate, seed=seed, accelerator=accelerator)
     _say(f"   training loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
 
     _say("4/4 saving, reloading with from_pretrained and scoring the held-out files")

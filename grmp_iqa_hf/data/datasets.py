@@ -337,6 +337,16 @@ def _find_file(
     )
 
 
+def _read_csv_with_columns(csv_path: str, required: Sequence[str]):
+    """``(header, rows, {lower-case column name: index})`` of a CSV that must have ``required`` columns."""
+    header, csv_rows = _read_csv_rows(csv_path)
+    cols = {h.lower(): i for i, h in enumerate(header)}
+    for need in required:
+        if need not in cols:
+            raise DatasetMetadataError([MetadataProblem(1, "", f"no {need!r} column (columns: {header})", csv_path)], csv_path)
+    return header, csv_rows, cols
+
+
 def _metadata_location(
     data_dir: str, opts: Dict[str, Any], candidates: Sequence[str], what: str, layout_hint: str
 ) -> Tuple[str, str]:
@@ -981,11 +991,7 @@ def _load_koniq10k(data_dir: str, opts: Dict[str, Any]) -> _Table:
             raise FileNotFoundError(f"no {resolution}/ image folder found in {root} (searched 2 levels down)")
         image_dir = os.path.join(root, resolution)
     problems = _Problems(csv_path)
-    header, csv_rows = _read_csv_rows(csv_path)
-    cols = {h.lower(): i for i, h in enumerate(header)}
-    for need in ("image_name", "mos"):
-        if need not in cols:
-            raise DatasetMetadataError([MetadataProblem(1, "", f"no {need!r} column (columns: {header})", csv_path)], csv_path)
+    header, csv_rows, cols = _read_csv_with_columns(csv_path, ("image_name", "mos"))
     spec = [("sd", "mos_std", "float64"), ("mos_zscore", "mos_zscore", "float64")]
     spec += [(c, c, "int64") for c in ("c1", "c2", "c3", "c4", "c5", "c_total")]
     spec = [s for s in spec if s[0] in cols]
@@ -1036,11 +1042,7 @@ def _load_kadid10k(data_dir: str, opts: Dict[str, Any]) -> _Table:
     )
     image_dir = _ci_path(root, "images") or os.path.join(root, "images")
     problems = _Problems(csv_path)
-    header, csv_rows = _read_csv_rows(csv_path)
-    cols = {h.lower(): i for i, h in enumerate(header)}
-    for need in ("dist_img", "dmos"):
-        if need not in cols:
-            raise DatasetMetadataError([MetadataProblem(1, "", f"no {need!r} column (columns: {header})", csv_path)], csv_path)
+    header, csv_rows, cols = _read_csv_with_columns(csv_path, ("dist_img", "dmos"))
     index = _FileIndex(image_dir) if opts["check_files"] else None
     rows: List[_Row] = []
     for line, values in csv_rows:
