@@ -6,9 +6,7 @@ Importing the package registers the models with `AutoConfig` / `AutoModel`, so t
 
 from transformers import AutoConfig, AutoModel
 
-from .modeling.configuration_grmp_iqa import GRMPIQAConfig
-from .modeling.image_processing_iqa import ImageLoadError, IQAImageProcessor, load_image
-from .modeling.modeling_grmp_iqa import GRMPIQAModel, GRMPIQAOutput
+from .modeling import GRMPIQAConfig, GRMPIQAModel, GRMPIQAOutput, ImageLoadError, IQAImageProcessor, load_image
 
 __version__ = "0.1.0"
 

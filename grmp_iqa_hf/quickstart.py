@@ -15,11 +15,10 @@ import json
 import time
 from pathlib import Path
 
-import datasets
 import numpy as np
 from accelerate import Accelerator
 
-from .data import build_synthetic_dataset, load_pristine_images, make_splits
+from .data import build_synthetic_dataset, image_paths, load_pristine_images, make_splits
 from .evaluation import compute_metrics
 from .modeling.modeling_grmp_iqa import GRMPIQAModel
 from .models import TINY_BACKBONE, build_model
@@ -52,7 +51,7 @@ def run_quickstart(
     pristine = load_pristine_images(size=photo_size)
     dataset = build_synthetic_dataset(pristine, label="level", seed=seed, include_reference=True,
                                       output_dir=out / "data")
-    files = [row["path"] for row in dataset.cast_column("image", datasets.Image(decode=False))["image"]]
+    files = image_paths(dataset)
     mos = np.asarray(dataset["mos"], dtype=np.float64)
     split = make_splits(dataset, num_splits=1, train_ratio=2 / 3, seed=seed, group_by="ref")[0]
     test_refs = sorted(set(dataset.select(split.test)["ref"]))

@@ -1556,6 +1556,13 @@ def _format_key(name: str) -> str:
         ) from None
 
 
+def image_paths(dataset) -> List[str]:
+    """The file path of every row's image, without decoding any image."""
+    import datasets
+
+    return [item["path"] for item in dataset.cast_column("image", datasets.Image(decode=False))["image"]]
+
+
 def load_iqa_dataset(name: str, data_dir: Union[str, os.PathLike], **options: Any):
     """Load an IQA dataset from a local folder as a :class:`datasets.Dataset`.
 

@@ -10,13 +10,17 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-import datasets
 import numpy as np
 
-from ..data import load_iqa_dataset, read_iqa_info
+from ..data import image_paths, load_iqa_dataset, read_iqa_info
 from ..scoring import score_files
 from .metrics import compute_metrics
 from .plots import plot_scatter
+
+
+def mos_sign(higher_is_better) -> float:
+    """+1 for higher-is-better labels (or unknown direction), -1 for lower-is-better (DMOS)."""
+    return -1.0 if higher_is_better is False else 1.0
 
 
 def evaluate_model(model, data_dir, dataset: str = "imagefolder", batch_size: int = 32, progress: bool = True,
@@ -29,14 +33,14 @@ def evaluate_model(model, data_dir, dataset: str = "imagefolder", batch_size: in
     """
     data = load_iqa_dataset(dataset, data_dir, **load_options)
     info = read_iqa_info(data)
-    files = [item["path"] for item in data.cast_column("image", datasets.Image(decode=False))["image"]]
+    files = image_paths(data)
     mos = np.asarray(data["mos"], dtype=np.float64)
     rows = score_files(model, files, batch_size=batch_size, progress=progress)
     ok = np.array([row.score is not None for row in rows], dtype=bool)
     pred = np.array([row.score if row.score is not None else np.nan for row in rows], dtype=np.float64)
     higher_is_better = info.get("higher_is_better")
-    oriented = mos if higher_is_better in (True, None) else -mos
-    metrics = compute_metrics(pred[ok], oriented[ok]) if ok.sum() else compute_metrics([], [])
+    sign = mos_sign(higher_is_better)
+    metrics = compute_metrics(pred[ok], sign * mos[ok])
     return {
         "model": str(getattr(model.config, "name_or_path", "") or ""),
         "model_type": model.config.model_type,
@@ -48,7 +52,7 @@ def evaluate_model(model, data_dir, dataset: str = "imagefolder", batch_size: in
         **{k: metrics[k] for k in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")},
         "logistic_fit_ok": bool(metrics.get("logistic_fit_ok", False)),
         "mos_higher_is_better": higher_is_better,
-        "metrics_against": "mos" if higher_is_better in (True, None) else "-mos (lower-is-better labels flipped)",
+        "metrics_against": "mos" if sign > 0 else "-mos (lower-is-better labels flipped)",
         "num_images": len(rows),
         "num_failed": int((~ok).sum()),
         "failed": [{"path": row.path, "error": row.error} for row in rows if row.error],
@@ -79,6 +83,6 @@ def write_report(report: dict, output, plot=None) -> None:
     output.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
     if plot:
         scored = [p for p in report["predictions"] if p["score"] is not None]
-        sign = 1.0 if report["mos_higher_is_better"] in (True, None) else -1.0
+        sign = mos_sign(report["mos_higher_is_better"])
         title = f"{report['dataset_name'] or report['dataset']} - {report['model_type']}"
         plot_scatter([p["score"] for p in scored], [sign * p["mos"] for p in scored], plot, title=title)
