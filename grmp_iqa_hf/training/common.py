@@ -1,0 +1,76 @@
+"""Pieces every training loop of the package shares: the accelerator, seeds that never depend on the
+process count, explicit cross-process reductions, and the trainable-parameter view of a model."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def make_accelerator(output_dir=None, log_with: str | None = "auto", cpu: bool | None = None) -> Accelerator:
+    """An `Accelerator` for our loops.
+
+    - `cpu=None` picks the CPU when there is no CUDA device. This matters under `accelerate launch`
+      with 2 processes on a CPU-only machine: a plain `Accelerator()` would silently run each process
+      alone, `Accelerator(cpu=True)` joins them over gloo.
+    - `log_with="auto"` logs to TensorBoard under `<output_dir>/logs` when it is installed.
+    """
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    if log_with == "auto":
+        log_with = "tensorboard" if output_dir is not None and importlib.util.find_spec("tensorboard") else None
+    project_dir = None if output_dir is None else str(output_dir)
+    return Accelerator(cpu=cpu, log_with=log_with, project_dir=project_dir,
+                       **({"logging_dir": f"{project_dir}/logs"} if project_dir and log_with else {}))
+
+
+def seed_for(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys, e.g. `(seed, step, task)`: independent streams that
+    never depend on the rank or the number of processes."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def rng_for(*keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    """`{name: parameter}` of the parameters with `requires_grad=True`, in module order."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def reduce_sum(accelerator: Accelerator | None, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sum tensors over processes in one collective. Needed for gradients from `torch.autograd.grad` /
+    `torch.func`, which never pass through DDP's gradient hooks."""
+    if accelerator is None or accelerator.num_processes == 1 or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    flat = accelerator.reduce(flat, reduction="sum")
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
+
+
+def local_indices(count: int, accelerator: Accelerator | None) -> list[int]:
+    """This process's share of `count` work items (round robin)."""
+    if accelerator is None:
+        return list(range(count))
+    return list(range(accelerator.process_index, count, accelerator.num_processes))
+
+
+def check_finite(value: float, what: str, step: int) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"{what} is {value} at step {step}: stopping. The last checkpoint before this step is intact; "
+            "lower the learning rate or check the labels, then resume from it."
+        )
