@@ -8,7 +8,10 @@ import math
 
 import numpy as np
 import torch
+from pathlib import Path
+
 from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -27,9 +30,10 @@ def make_accelerator(output_dir=None, log_with: str | None = "auto", cpu: bool |
         cpu = not torch.cuda.is_available()
     if log_with == "auto":
         log_with = "tensorboard" if output_dir is not None and importlib.util.find_spec("tensorboard") else None
-    project_dir = None if output_dir is None else str(output_dir)
-    return Accelerator(cpu=cpu, log_with=log_with, project_dir=project_dir,
-                       **({"logging_dir": f"{project_dir}/logs"} if project_dir and log_with else {}))
+    project = None
+    if output_dir is not None:
+        project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs"))
+    return Accelerator(cpu=cpu, log_with=log_with, project_config=project)
 
 
 def seed_for(*keys: int) -> int:

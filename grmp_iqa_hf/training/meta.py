@@ -471,18 +471,53 @@ def _outer_optimizer(args, params):
 def run_meta_pretraining(args: MetaPretrainArguments, accelerator=None) -> dict:
     """Meta-pre-train the prompts of a GRMP-IQA model and save it to `args.output_dir`.
 
-    The output dir ends with a `save_pretrained` checkpoint (its config's `training_info` records the
-    meta-training settings and the selection), `meta_history.json`, and resumable checkpoints under
-    `checkpoints/`. Returns the summary written to `meta_history.json`.
+    Loads the model (`--backbone` or `--model`) and the tasks (`--data-dir` datasets, or the synthetic
+    engine over `--pristine-dir`), runs `meta_pretrain`, and saves: the output dir ends with a
+    `save_pretrained` checkpoint (its config's `training_info` records the meta-training settings and
+    the selection), `meta_history.json`, and resumable checkpoints under `checkpoints/`.
+    Returns the summary written to `meta_history.json`.
+    """
+    args = args.resolved()
+    output_dir = Path(args.output_dir)
+    accelerator = accelerator or make_accelerator(output_dir)
+    model = _load_model(args).to(accelerator.device)
+    cache, train_tasks, holdout_tasks = prepare_tasks(args, model.image_processor, accelerator)
+    summary = meta_pretrain(model, cache, train_tasks, holdout_tasks, args, accelerator)
+    model.config.training_info = {
+        "stage": "meta-prompt pre-training",
+        "algorithm": args.algorithm,
+        "selected": summary["selected"],
+        "heldout_evaluations": summary["evaluations"][-1:],
+        "settings": {k: summary["config"][k] for k in (
+            "max_steps", "tasks_per_step", "support_size", "query_size", "inner_lr", "inner_steps", "outer_lr",
+            "outer_optimizer", "seed", "augment", "train_tasks", "holdout_tasks", "num_processes")},
+        "data": args.data_dir or f"synthetic distortions of {args.pristine_dir or 'scikit-image photos'}",
+    }
+    if accelerator.is_main_process:
+        model.save_pretrained(output_dir)
+        (output_dir / "meta_history.json").write_text(json.dumps(summary, indent=1))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout_tasks: list[MetaTask],
+                  args: MetaPretrainArguments, accelerator=None) -> dict:
+    """The meta-training loop: `args.max_steps` meta-steps of `args.algorithm` over `train_tasks`, with
+    evaluation on `holdout_tasks` every `args.eval_steps` and selection of the best evaluated step
+    (`args.selection="heldout"`) or the last one. Tasks of a step are split across processes and their
+    meta-gradients summed explicitly. Checkpoints go under `args.output_dir/checkpoints/`.
+
+    Leaves `model` with the selected parameters (in eval mode) and returns the summary (history,
+    evaluations, selection, settings).
     """
     args = args.resolved()
     output_dir = Path(args.output_dir)
     accelerator = accelerator or make_accelerator(output_dir)
     device = accelerator.device
-    model = _load_model(args).to(device)
+    model.to(device)
     params = trainable_parameters(model)
     names = list(params)
-    cache, train_tasks, holdout_tasks = prepare_tasks(args, model.image_processor, accelerator)
     sampler = MetaTaskSampler(cache, train_tasks, args.seed, args.support_size, args.query_size, augment=args.augment)
     holdout_sampler = (MetaTaskSampler(cache, holdout_tasks, args.seed, args.support_size, args.query_size, augment=False)
                        if holdout_tasks else None)
@@ -610,7 +645,7 @@ def run_meta_pretraining(args: MetaPretrainArguments, accelerator=None) -> dict:
             for n, p in params.items():
                 p.copy_(best_params[n])
         selected = {"mode": "heldout", **state["best"]}
-    summary = {
+    return {
         "algorithm": args.algorithm,
         "selected": selected,
         "history": state["history"],
@@ -618,19 +653,3 @@ def run_meta_pretraining(args: MetaPretrainArguments, accelerator=None) -> dict:
         "config": config,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    model.config.training_info = {
-        "stage": "meta-prompt pre-training",
-        "algorithm": args.algorithm,
-        "selected": selected,
-        "heldout_evaluations": state["evaluations"][-1:] if state["evaluations"] else [],
-        "settings": {k: config[k] for k in ("max_steps", "tasks_per_step", "support_size", "query_size", "inner_lr",
-                                            "inner_steps", "outer_lr", "outer_optimizer", "seed", "augment",
-                                            "train_tasks", "holdout_tasks", "num_processes")},
-        "data": args.data_dir or f"synthetic distortions of {args.pristine_dir or 'scikit-image photos'}",
-    }
-    if accelerator.is_main_process:
-        model.save_pretrained(output_dir)
-        (output_dir / "meta_history.json").write_text(json.dumps(summary, indent=1))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return summary
