@@ -4,7 +4,9 @@ At ViT-B/16 size (random weights: the cost does not depend on their values), on 
 - `clip_image_features`: `CLIPModel.get_image_features` (the floor: what any CLIP scorer must pay);
 - `grmp_coop`: GRMP-IQA with text context only (`num_visual_prompts=0`): text features are cached, so it
   should cost the image tower alone;
-- `grmp_vpt100`: GRMP-IQA with 100 deep visual prompts (297 tokens instead of 197 per layer).
+- `grmp_vpt100`: GRMP-IQA with 100 deep visual prompts (297 tokens instead of 197 per layer);
+- `mp_iqe`: MP-IQE with its default config (100 deep visual prompts, 9 + 11 cached prompt features as
+  queries of a 2-layer multimodal encoder over the 196 patch tokens, then the quality head).
 
 Timings are interleaved (one batch of each model per round) and the median per model is reported, so
 machine noise hits all of them alike. Ratios are throughput relative to `clip_image_features`.
@@ -23,7 +25,7 @@ import time
 
 import torch
 
-from grmp_iqa_hf import GRMPIQAModel
+from grmp_iqa_hf import GRMPIQAModel, MPIQEModel
 from grmp_iqa_hf.testing import tiny_clip_config, tiny_tokenizer
 from transformers import CLIPModel
 
@@ -47,11 +49,13 @@ def candidates(clip, tokenizer, device) -> dict:
     """name -> callable(pixel_values), every module on `device`. Extended by later models (MP-IQE)."""
     coop = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=0).to(device).eval()
     vpt = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100).to(device).eval()
+    mp_iqe = MPIQEModel.from_clip(clip, tokenizer).to(device).eval()
     clip = clip.to(device)
     return {
         "clip_image_features": lambda px: clip.get_image_features(pixel_values=px).pooler_output,
         "grmp_coop": lambda px: coop(pixel_values=px).scores,
         "grmp_vpt100": lambda px: vpt(pixel_values=px).scores,
+        "mp_iqe": lambda px: mp_iqe(pixel_values=px).scores,
     }
 
 

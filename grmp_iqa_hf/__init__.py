@@ -7,10 +7,16 @@ Importing the package registers the models with `AutoConfig` / `AutoModel`, so t
 from transformers import AutoConfig, AutoModel
 
 from .modeling import GRMPIQAConfig, GRMPIQAModel, GRMPIQAOutput, ImageLoadError, IQAImageProcessor, load_image
+from .modeling import MPIQEConfig, MPIQEModel, MPIQEOutput
 
 __version__ = "0.1.0"
 
 AutoConfig.register(GRMPIQAConfig.model_type, GRMPIQAConfig, exist_ok=True)
 AutoModel.register(GRMPIQAConfig, GRMPIQAModel, exist_ok=True)
+AutoConfig.register(MPIQEConfig.model_type, MPIQEConfig, exist_ok=True)
+AutoModel.register(MPIQEConfig, MPIQEModel, exist_ok=True)
 
-__all__ = ["GRMPIQAConfig", "GRMPIQAModel", "GRMPIQAOutput", "IQAImageProcessor", "ImageLoadError", "load_image"]
+__all__ = [
+    "GRMPIQAConfig", "GRMPIQAModel", "GRMPIQAOutput", "IQAImageProcessor", "ImageLoadError", "load_image",
+    "MPIQEConfig", "MPIQEModel", "MPIQEOutput",
+]

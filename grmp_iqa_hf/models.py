@@ -7,10 +7,11 @@ import torch
 from transformers import AutoModel, AutoTokenizer, CLIPModel
 
 from .modeling.modeling_grmp_iqa import GRMPIQAModel
+from .modeling.modeling_mp_iqe import MPIQEModel
 from .testing import tiny_clip
 
 TINY_BACKBONE = "tiny-random"
-MODEL_CLASSES = {"grmp_iqa": GRMPIQAModel}
+MODEL_CLASSES = {"grmp_iqa": GRMPIQAModel, "mp_iqe": MPIQEModel}
 
 
 def load_backbone(backbone: str = TINY_BACKBONE, seed: int = 0, revision: str | None = None):

@@ -29,11 +29,18 @@ for choices), score the test part, and write under `output_dir`:
 - `report.json`: `protocol_report` (per split: the image ids of each part, `srcc`, `plcc`,
   `plcc_logistic`, `krcc`, `rmse`, `history`; over splits: `median`, `mean`, `std`) plus a top-level
   `history` (= split 0's per-epoch list of `{"epoch", "loss", "quality_loss", "scene_loss",
-  "distortion_loss", "learning_rate", "step"}`), the model config and its reconstruction notes;
+  "distortion_loss", "learning_rate", "step"}`: the mean over the epoch's images of each loss term as
+  optimised (with augmentation and dropout), the learning rate of the epoch's last step and the number
+  of optimizer steps so far; the scene/distortion keys only when those labels are used), the model
+  config and its reconstruction notes;
 - the model of split 0 (`save_pretrained(output_dir)`: safetensors + config + remote code + the image
   processor's config), so `AutoModel.from_pretrained(output_dir)` loads it;
 - `split_XX/checkpoints/step_*/` (training checkpoints) and `split_XX/result.json` (a finished split,
   skipped when the run is resumed); `split_XX/model/` for every split with `save_split_models`.
+
+`resume_from_checkpoint="latest"` resumes every split from its newest checkpoint (finished splits are
+read back, splits without a checkpoint start fresh); a checkpoint folder resumes that split, the splits
+before it must be finished. Without it, a split starts fresh and its old checkpoints are deleted.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,6 +241,10 @@ def train_mpiqe(
         if value is not None and len(value) != len(cache):
             raise ValueError(f"{name} must have one row per cached image ({len(cache)}), got {len(value)}")
 
+    config = model.config
+    if accelerator.num_processes > 1 and max(config.fusion_dropout, config.fusion_attention_dropout, config.head_dropout) > 0:
+        warnings.warn("fusion/head dropout > 0: its masks depend on how a batch is split across processes, so "
+                      "results will differ (slightly) with the number of processes")
     model.to(device)
     params = trainable_parameters(model)
     if not params:
@@ -403,17 +415,22 @@ def _split_dir(output_dir: Path, index: int) -> Path:
     return output_dir / f"split_{index:02d}"
 
 
-def _resume_plan(args: MPIQETrainingArguments, output_dir: Path, splits: list[Split]) -> dict[int, str | None]:
+def _resume_plan(args: MPIQETrainingArguments, output_dir: Path) -> dict[int, str | None]:
     """split index -> what that split resumes from ('latest', a folder, or None for a fresh start)."""
-    spec = args.resume_from_checkpoint
+    spec, indices = args.resume_from_checkpoint, range(args.num_splits)
     if spec is None:
-        return {s.index: None for s in splits}
+        return dict.fromkeys(indices)
     if spec == "latest":
-        return {s.index: "latest" for s in splits}
+        return dict.fromkeys(indices, "latest")
     path = Path(spec).resolve()
-    for split in splits:
-        if path.parent == checkpoint_root(_split_dir(output_dir, split.index)).resolve():
-            return {s.index: (str(path) if s.index == split.index else None) for s in splits}
+    for index in indices:
+        if path.parent == checkpoint_root(_split_dir(output_dir, index)).resolve():
+            resolve_checkpoint(None, path)  # a complete checkpoint folder, or a clear error
+            unfinished = [i for i in range(index) if not (_split_dir(output_dir, i) / "result.json").is_file()]
+            if unfinished:
+                raise ValueError(f"cannot resume split {index} from {spec}: split(s) {unfinished} before it are not "
+                                 "finished (use --resume-from-checkpoint latest)")
+            return {i: (str(path) if i == index else None) for i in indices}
     raise ValueError(
         f"--resume-from-checkpoint {spec} is not a checkpoint of this run: expected "
         f"{output_dir}/split_XX/checkpoints/step_NNNNNNNN (or 'latest')"
@@ -431,6 +448,7 @@ def run_mpiqe(args: MPIQETrainingArguments, accelerator: Accelerator | None = No
 
     started = time.time()
     output_dir = Path(args.output_dir)
+    plan = _resume_plan(args, output_dir)
     accelerator = accelerator or make_accelerator(output_dir, log_with=None)
     main = accelerator.is_main_process
     data = load_labelled_dataset(args.data_dir, args.dataset)
@@ -459,7 +477,6 @@ def run_mpiqe(args: MPIQETrainingArguments, accelerator: Accelerator | None = No
     splits = protocol_splits(data, num_images=args.num_images, train_fraction=args.train_fraction,
                              num_splits=args.num_splits, seed=args.split_seed)
     splits = [_drop_failed(s, failed) for s in splits]
-    plan = _resume_plan(args, output_dir, splits)
 
     records = []
     for split in splits:

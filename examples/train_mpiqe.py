@@ -1,0 +1,26 @@
+"""Train and evaluate MP-IQE (our reconstruction) with the few-shot / full-data protocol.
+
+    accelerate launch examples/train_mpiqe.py --backbone tiny-random \
+        --data-dir ../shared/data/clive-jpg --epochs 3 --seed 0 --output-dir runs/mpiqe-clive
+
+    # 2 processes (CPU: gloo; GPU: one per device), same results as 1 process:
+    accelerate launch --config_file examples/accelerate/multi_cpu_2proc.yaml examples/train_mpiqe.py ...
+
+Writes OUTPUT_DIR/report.json (per-epoch `history`, test SRCC/PLCC per split and their median), the model
+of split 0 (`AutoModel.from_pretrained(OUTPUT_DIR)`), and per-split checkpoints. Every flag is a field
+of `grmp_iqa_hf.training.mpiqe.MPIQETrainingArguments` (`--help` lists them).
+"""
+
+from transformers import HfArgumentParser
+
+from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, run_mpiqe
+
+
+def main(argv=None):
+    parser = HfArgumentParser(MPIQETrainingArguments, description=__doc__)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    run_mpiqe(args)
+
+
+if __name__ == "__main__":
+    main()
