@@ -58,11 +58,17 @@ def _sgd_adapt(model, params: dict, support: dict, inner_lr: float, inner_steps:
     """`inner_steps` plain SGD steps on the support set. With `differentiable`, the steps stay in the
     graph of the enclosing `torch.func.grad` (second order); otherwise each step's gradient is a constant."""
     for _ in range(inner_steps):
-        grads = grad(lambda p: _loss_at(model, p, support))(params)
-        if not differentiable:
-            grads = {n: g.detach() for n, g in grads.items()}
+        grads = grad(lambda p: _loss_at(model, p, support))(params) if differentiable else _plain_grad(model, params, support)[0]
         params = {n: params[n] - inner_lr * grads[n] for n in params}
     return params
+
+
+def _plain_grad(model, params: dict, batch: dict) -> tuple[dict, torch.Tensor]:
+    """`(gradient, loss)` at `params`, first order, with plain autograd: `torch.func.grad` always builds
+    a graph that could be differentiated again, which made first-order steps about 1.7x slower."""
+    leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    loss = _loss_at(model, leaves, batch)
+    return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())))), loss.detach()
 
 
 def _with_value(loss: torch.Tensor):
@@ -131,8 +137,7 @@ def meta_gradients(model, tasks, algorithm: str = "maml", inner_lr: float = 1e-2
                 else:
                     phi = _sgd_adapt(model, theta, support, inner_lr, inner_steps, differentiable=False)
                     if algorithm == "fomaml":
-                        task_grad, q_loss = grad(lambda p, query=query: _with_value(_loss_at(model, p, query)),
-                                                 has_aux=True)(phi)
+                        task_grad, q_loss = _plain_grad(model, phi, query)
                     else:
                         task_grad = {n: theta[n] - phi[n] for n in theta}
                         q_loss = _loss_at(model, phi, query).detach() if stats is not None else None
