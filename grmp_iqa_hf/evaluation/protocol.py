@@ -77,6 +77,21 @@ def load_labelled_dataset(data_dir, dataset: str = "imagefolder", **load_options
     )
 
 
+def select_rows(data: LabelledData, rows) -> LabelledData:
+    """The rows `rows` of `data` (in that order), e.g. to leave out images that cannot be read before
+    the splits are drawn."""
+    rows = [int(r) for r in rows]
+    return LabelledData(
+        dataset=data.dataset.select(rows) if hasattr(data.dataset, "select") else data.dataset,
+        files=[data.files[r] for r in rows],
+        image_ids=[data.image_ids[r] for r in rows],
+        labels=np.asarray(data.labels)[rows],
+        groups=None if data.groups is None else [data.groups[r] for r in rows],
+        name=data.name,
+        label_note=data.label_note,
+    )
+
+
 def protocol_splits(
     data: LabelledData | int,
     num_images: int | None = 50,

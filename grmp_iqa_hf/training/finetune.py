@@ -275,7 +275,7 @@ class FewShotTrainer:
         self.num_samples = len(self.train_indices)
         self.batch_size = min(batch_size or self.num_samples, self.num_samples)
         self.steps_per_epoch = math.ceil(self.num_samples / self.batch_size)
-        self.labels_tensor = torch.tensor(self.train_labels, dtype=torch.float32, device=self.device)
+        self.labels_tensor = torch.tensor(self.train_labels, dtype=self.dtype, device=self.device)
         self.eval_sets = {}
         for name, (eval_indices, eval_labels) in eval_sets.items():
             kept = self._drop_failed([int(i) for i in eval_indices], np.asarray(eval_labels, dtype=np.float64), name)
@@ -445,7 +445,8 @@ class FewShotTrainer:
 
     def teacher_targets(self, positions, crop_ids, epoch: int, pixels=None) -> torch.Tensor:
         if self.teacher_table is not None:
-            return self.teacher_table[torch.as_tensor(positions), torch.as_tensor(crop_ids)]
+            return self.teacher_table[torch.as_tensor(positions, device=self.device),
+                                      torch.as_tensor(crop_ids, device=self.device)]
         if pixels is None:
             pixels = self.pixels(positions, crop_ids, epoch)
         return self.teacher.probs(pixels)
@@ -477,26 +478,27 @@ class FewShotTrainer:
         self.prepare()  # caches come from the starting model: before the first update
         started = time.perf_counter()
         local = [p for p in batch_positions if p % self.world == self.rank]
-        g_d = [torch.zeros_like(p) for p in self.params]
-        g_g = [torch.zeros_like(p) for p in self.params] if self.lam != 0 else []
+        g_d = g_g = None
         sums = [0.0, 0.0, 0.0]
-        chunks = self._chunks(local, self.micro_batch_size) if local else []
-        for chunk in chunks:
+        for chunk in self._chunks(local, self.micro_batch_size) if local else []:
             loss_quality, loss_semantic = self.local_losses(chunk, epoch)
             if self.lam != 0:
                 d, g = two_vjps(self.params, loss_quality, loss_semantic, batched=self.batched_vjp)
             else:
-                d = torch.autograd.grad(loss_quality, self.params, allow_unused=True, materialize_grads=True)
+                d = list(torch.autograd.grad(loss_quality, self.params, allow_unused=True, materialize_grads=True))
                 g = []
-            if len(chunks) == 1:
-                g_d, g_g = list(d), list(g)
-            else:
-                torch._foreach_add_(g_d, list(d))
+            if g_d is None:
+                g_d, g_g = d, g
+            else:  # micro-batches: sum the gradient sums
+                torch._foreach_add_(g_d, d)
                 if g:
-                    torch._foreach_add_(g_g, list(g))
+                    torch._foreach_add_(g_g, g)
             sums[0] += float(loss_quality.detach())
             sums[1] += float(loss_semantic.detach()) if loss_semantic is not None else 0.0
             sums[2] += len(chunk)
+        if g_d is None:  # no sample of this step here: take part in the reduction with zeros
+            g_d = [torch.zeros_like(p) for p in self.params]
+            g_g = [torch.zeros_like(p) for p in self.params] if self.lam != 0 else []
         grads, stats = qgr_direction(g_d, g_g, tuple(sums), self.lam, self.projection, self.accelerator)
         next_step = self.step + 1
         check_finite(stats["loss"], "the fine-tuning (quality) loss", next_step)

@@ -69,9 +69,8 @@ def projection_coefficients(g_quality, g_semantic, lam: float = 5.0, mode: str =
             continue
         if g_d.shape != g_g.shape:
             raise ValueError(f"gradient {index}: shapes differ ({tuple(g_d.shape)} vs {tuple(g_g.shape)})")
-        d = g_d.detach().reshape(-1).double()
-        g = g_g.detach().reshape(-1).double()
-        dot, norm2 = float(d @ g), float(g @ g)
+        d, g = g_d.detach().reshape(-1), g_g.detach().reshape(-1)
+        dot, norm2 = float((d * g).sum(dtype=torch.float64)), float((g * g).sum(dtype=torch.float64))
         applies = dot > 0 if mode == "qgr" else dot < 0
         coefficients.append(lam * dot / norm2 if applies and norm2 > 0 else 0.0)
     return coefficients
@@ -228,13 +227,14 @@ def qgr_direction(
     if total <= 0:
         raise ValueError("no training sample in this step on any process")
     n = len(g_d)
-    g_d = [g / total for g in reduced[:n]]
+    g_d, g_g = reduced[:n], reduced[n:]
     stats = {"loss": float(totals[0]) / total, "count": int(round(total))}
     if not use_semantic:
-        return g_d, {**stats, "loss_semantic": None, "projected": 0.0}
-    g_g = [g / total for g in reduced[n:]]
+        return [g / total for g in g_d], {**stats, "loss_semantic": None, "projected": 0.0}
+    # the coefficient lam * <G_d, G_g> / ||G_g||^2 does not change when both are scaled by 1 / total, so it is
+    # taken on the global sums, and the mean is formed once, in the combination
     coefficients = projection_coefficients(g_d, g_g, lam, mode)
-    grads = [g if c == 0.0 else g - c * s for g, s, c in zip(g_d, g_g, coefficients)]
+    grads = [g / total if c == 0.0 else torch.add(g, s, alpha=-c).div_(total) for g, s, c in zip(g_d, g_g, coefficients)]
     stats.update(loss_semantic=float(totals[1]) / total,
                  projected=sum(c != 0.0 for c in coefficients) / max(len(coefficients), 1))
     return grads, stats

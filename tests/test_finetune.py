@@ -1,0 +1,363 @@
+"""Few-shot fine-tuning: trainable set, the staged forward against the model's own, the frozen-trunk cache
+against recomputation, exact resume, NaN handling, 1 vs 2 processes, and the protocol runner."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from grmp_iqa_hf.models import build_model
+from grmp_iqa_hf.testing import tiny_clip
+from grmp_iqa_hf.training.checkpointing import list_checkpoints
+from grmp_iqa_hf.training.common import NonFiniteLossError
+from grmp_iqa_hf.training.finetune import (
+    FewShotTrainer, finetune, quality_logits, select_trainable, vision_head, vision_trunk,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "finetune_fewshot.py"
+TWO_PROCS = REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _images(n, seed=0, size=(80, 90)):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)) for _ in range(n)], rng.random(n)
+
+
+def _trained(model, like: dict | None = None):
+    """The trainable parameters of `model` (or, with `like`, the parameters of those names)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if (n in like if like else p.requires_grad)}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small labelled imagefolder (70 random photos with a smooth quality label)."""
+    root = tmp_path_factory.mktemp("fewshot-folder")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(7)
+    rows = ["file_name,mos"]
+    for i in range(70):
+        base = rng.integers(0, 255, (1, 1, 3))
+        noise = rng.normal(0, 1, (72, 80, 3)) * (10 + 3 * (i % 20))
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
+        rows.append(f"images/{i:03d}.png,{100 - 4 * (i % 20) + rng.random():.3f}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# ------------------------------------------------------------------ trainable set and forward
+
+
+def test_trainable_set():
+    model = build_model("tiny-random", seed=0)
+    names = set(select_trainable(model, top_k=2))
+    assert "text_context.ctx" in names
+    assert {"clip.vision_model.post_layernorm.weight", "clip.text_model.final_layer_norm.bias"} <= names
+    assert any(n.startswith("clip.vision_model.encoder.layers.3.") for n in names)
+    assert any(n.startswith("clip.text_model.encoder.layers.2.") for n in names)
+    assert not any(n.startswith(("clip.vision_model.encoder.layers.1.", "clip.text_model.encoder.layers.1.",
+                                 "visual_prompts", "clip.visual_projection", "clip.text_projection",
+                                 "clip.logit_scale", "clip.vision_model.embeddings")) for n in names)
+    assert set(select_trainable(model, top_k=0)) == {"text_context.ctx"}
+    with pytest.raises(ValueError, match="top_k must be an integer in \\[0, 4\\]"):
+        select_trainable(model, top_k=5)
+
+
+def test_staged_forward_equals_model_forward(pixel_values):
+    model = build_model("tiny-random", seed=3)
+    with torch.no_grad():
+        reference = model(pixel_values=pixel_values).logits
+        for start in range(5):
+            staged = quality_logits(model, vision_head(model, vision_trunk(model, pixel_values, start), start))
+            torch.testing.assert_close(staged, reference, rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ frozen-trunk cache
+
+
+def test_trunk_cache_holds_the_recomputed_activations():
+    images, labels = _images(6)
+    model = build_model("tiny-random", seed=0)
+    trainer = FewShotTrainer(model, images, labels, top_k=2, crop_pool=3, seed=5, progress=False)
+    trainer.prepare()
+    assert len(trainer.trunk) == 6 * 3
+    positions = list(range(6))
+    for epoch in range(4):
+        crops = trainer.crop_ids(positions, epoch)
+        cached = trainer.trunk_hidden(positions, crops, epoch)
+        recomputed = vision_trunk(model, trainer.pixels(positions, crops, epoch), trainer.start)
+        torch.testing.assert_close(cached, recomputed, rtol=0, atol=1e-6)
+    # the pool is used: different epochs pick different crops, and the pool's crops differ
+    picks = {tuple(trainer.crop_ids(positions, e)) for e in range(4)}
+    assert len(picks) > 1
+    assert not torch.allclose(trainer.trunk[(0, 0)], trainer.trunk[(0, 1)])
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_cached_training_equals_recomputing(augment):
+    """Trunk cache + cached teacher vs recomputing either every step, and micro-batches vs one pass."""
+    images, labels = _images(8, seed=1)
+    common = dict(epochs=3, top_k=2, seed=9, learning_rate=0.05, crop_pool=3, augment=augment, progress=False)
+    results = []
+    for options in ({}, {"cache_trunk": False}, {"cache_teacher": False}, {"micro_batch_size": 3}):
+        model = build_model("tiny-random", seed=2)
+        history = finetune(model, images, labels, **common, **options)
+        results.append((_trained(model), history))
+    start = _trained(build_model("tiny-random", seed=2), like=results[0][0])
+    assert _max_diff(results[0][0], start) > 1e-3  # it trained
+    # caching changes where activations come from, not their values (identical here)
+    for params, history in results[1:3]:
+        assert _max_diff(params, results[0][0]) < 1e-6
+        assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in results[0][1]], rel=1e-6)
+    # micro-batches only change the float summation order of the gradient sums
+    assert _max_diff(results[3][0], results[0][0]) < 1e-5
+
+
+# ------------------------------------------------------------------ resume, NaN
+
+
+def test_resume_is_exact(tmp_path):
+    images, labels = _images(12, seed=2)
+    common = dict(top_k=2, seed=4, learning_rate=3.0, momentum=0.9, batch_size=5, lr_decay_patience=0,
+                  crop_pool=2, progress=False)
+    straight = build_model("tiny-random", seed=1)
+    history = finetune(straight, images, labels, epochs=4, output_dir=tmp_path / "a", checkpointing_steps=4,
+                       keep_checkpoints=None, **common)
+    assert [s for s, _ in list_checkpoints(tmp_path / "a")] == [4, 8, 12]  # 3 steps per epoch
+    assert history[-1]["lr"] < 3.0  # the plateau decay acted
+
+    # a checkpoint in the middle of epoch 2 (step 4), resumed on a fresh copy of the starting model
+    resumed = build_model("tiny-random", seed=1)
+    step4 = list_checkpoints(tmp_path / "a")[0][1]
+    history_b = finetune(resumed, images, labels, epochs=4, output_dir=tmp_path / "b", resume_from_checkpoint=step4,
+                         **common)
+    assert _max_diff(_trained(resumed), _trained(straight)) < 1e-6
+    assert [h["loss"] for h in history_b] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+
+    # "latest": stop after 2 epochs, continue to 4
+    partial = build_model("tiny-random", seed=1)
+    finetune(partial, images, labels, epochs=2, output_dir=tmp_path / "c", checkpointing_steps=4, **common)
+    again = build_model("tiny-random", seed=1)
+    finetune(again, images, labels, epochs=4, output_dir=tmp_path / "c", resume_from_checkpoint="latest",
+             checkpointing_steps=4, **common)
+    assert _max_diff(_trained(again), _trained(straight)) < 1e-6
+
+    # another starting model cannot continue this run
+    with pytest.raises(ValueError, match="started from another model"):
+        finetune(build_model("tiny-random", seed=2), images, labels, epochs=4, output_dir=tmp_path / "c",
+                 resume_from_checkpoint="latest", **common)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    images, labels = _images(6, seed=3)
+    original = FewShotTrainer.local_losses
+
+    def poisoned(self, positions, epoch):
+        loss_q, loss_s = original(self, positions, epoch)
+        return (loss_q * float("nan"), loss_s) if self.step >= 2 else (loss_q, loss_s)
+
+    monkeypatch.setattr(FewShotTrainer, "local_losses", poisoned)
+    model = build_model("tiny-random", seed=0)
+    with pytest.raises(NonFiniteLossError, match="at step 3"):
+        finetune(model, images, labels, epochs=5, top_k=1, output_dir=tmp_path, checkpointing_steps=1,
+                 progress=False)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [1, 2]
+    tensors = load_file(str(list_checkpoints(tmp_path)[-1][1] / "state.safetensors"))
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("param."))
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def test_one_and_two_processes_train_the_same_model(folder, tmp_path):
+    args = ["--backbone", "tiny-random", "--data-dir", str(folder), "--num-images", "50", "--num-splits", "1",
+            "--epochs", "6", "--learning-rate", "0.05", "--momentum", "0.9", "--top-k-blocks", "2",
+            "--save-model", "--no-progress"]
+    two = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(TWO_PROCS), str(EXAMPLE), *args,
+         "--output-dir", str(tmp_path / "two")],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(EXAMPLE), *args, "--output-dir", str(tmp_path / "one")],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    reports = {k: json.loads((tmp_path / k / "report.json").read_text()) for k in ("one", "two")}
+    assert reports["two"]["num_processes"] == 2 and reports["one"]["num_processes"] == 1
+    assert reports["one"]["splits"][0]["train"] == reports["two"]["splits"][0]["train"]
+    weights = {k: load_file(str(tmp_path / k / "grmp_iqa" / "split_0" / "model" / "model.safetensors"))
+               for k in ("one", "two")}
+    start = build_model("tiny-random", seed=2024).state_dict()
+    moved = max(float((weights["one"][k] - start[k]).abs().max()) for k in weights["one"])
+    assert moved > 1e-3  # trained
+    assert _max_diff(weights["one"], weights["two"]) < 1e-4
+    assert reports["one"]["splits"][0]["srcc"] == pytest.approx(reports["two"]["splits"][0]["srcc"], abs=1e-4)
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def test_runner_on_livec_three_splits(clive_dir, tmp_path):
+    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, run_fewshot
+
+    config = FewShotConfig(data_dir=str(clive_dir), output_dir=str(tmp_path), backbone="tiny-random",
+                           num_images=50, num_splits=3, epochs=2, val_images=10, eval_every=1, progress=False)
+    run_fewshot(config)
+    report = json.loads((tmp_path / "report.json").read_text())
+    total = report["config"]["num_dataset_images"]
+    assert total == 627
+    assert report["selection"] == "val" and report["selection_uses_test_set"] is False
+    trains = []
+    for split in report["splits"]:
+        train, val, test = set(split["train"]), set(split["val"]), set(split["test"])
+        assert len(split["train"]) == len(train) == 50
+        assert len(test) == round(0.2 * total)  # 125 of 627
+        assert not (train & test) and not (val & test) and not (train & val) and len(val) == 10
+        for key in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
+            assert np.isfinite(split[key])
+        trains.append(frozenset(train))
+        assert split["selected_epoch"] in (1, 2)
+    assert len(set(trains)) == 3  # splits distinct
+    assert len({frozenset(s["test"]) for s in report["splits"]}) == 3
+    for key in ("srcc", "plcc", "plcc_logistic"):
+        assert np.isfinite(report["median"][key]) and np.isfinite(report["mean"][key])
+    assert report["config"]["qgr_lambda"] == 5.0 and report["config"]["seed"] == 2024
+
+
+def test_zero_shot_baseline_is_clip_iqa(folder):
+    """The CLIP-IQA baseline model scores exactly as transformers' CLIP with "good photo." / "bad photo."."""
+    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, _ModelFactory
+
+    factory = _ModelFactory(FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", seed=5))
+    model = factory.starting_model("zero_shot_clip_iqa")
+    clip, tokenizer = tiny_clip(seed=5)
+    pixels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    enc = tokenizer(["good photo.", "bad photo."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = clip(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                         pixel_values=pixels).logits_per_image.softmax(-1)[:, 0]
+        scores = model(pixel_values=pixels).scores
+    torch.testing.assert_close(scores, reference, rtol=0, atol=1e-5)
+    assert factory.training("zero_shot_clip_iqa") is None
+    assert factory.training("coop")["top_k"] == 0 and factory.training("finetune_no_qgr")["qgr_lambda"] == 0
+
+
+def test_runner_baselines_paper_mode_and_resume(folder, tmp_path):
+    from grmp_iqa_hf.evaluation.fewshot import BASELINES, FewShotConfig, run_fewshot
+
+    config = FewShotConfig(data_dir=str(folder), output_dir=str(tmp_path), backbone="tiny-random", num_images=20,
+                           num_splits=2, epochs=2, eval_every=1, paper_mode=True, save_model=True,
+                           methods=("grmp_iqa", *BASELINES), progress=False, top_k_blocks=1)
+    report = run_fewshot(config)
+    assert report["selection"] == "best_test" and report["selection_uses_test_set"] is True
+    assert report["paper_mode"] is True and "imagenet" in report["config"]["paper_mode_choices"]["image_normalization"]
+    assert set(report["comparison"]) == {"grmp_iqa", *BASELINES}
+    assert report["comparison"]["zero_shot_clip_iqa"]["selection"] == "fixed"
+    # identical splits for every method
+    ids = {m: [s["test"] for s in json.loads((tmp_path / m / "report.json").read_text())["splits"]]
+           for m in report["comparison"]}
+    assert all(v == ids["grmp_iqa"] for v in ids.values())
+    saved = json.loads((tmp_path / "grmp_iqa" / "split_1" / "model" / "config.json").read_text())
+    assert saved["image_normalization"] == "imagenet" and saved["image_mean"][0] == pytest.approx(0.485)
+    assert not (tmp_path / "zero_shot_clip_iqa" / "split_0" / "model").exists()
+    # resuming a finished run keeps the finished splits
+    again = run_fewshot(FewShotConfig(**{**config.__dict__, "resume_from_checkpoint": "latest"}))
+    assert [s["srcc"] for s in again["splits"]] == [s["srcc"] for s in report["splits"]]
+
+
+def test_runner_config_errors(folder):
+    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig
+
+    with pytest.raises(ValueError, match="--val-images"):
+        FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", selection="val").validate()
+    with pytest.raises(ValueError, match="not both"):
+        FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", train_fraction=0.2).validate()
+    with pytest.raises(ValueError, match="--backbone"):
+        FewShotConfig(data_dir=str(folder), output_dir="").validate()
+    with pytest.raises(ValueError, match="unknown method"):
+        FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", methods=("nope",)).validate()
+
+
+def test_baselines_share_the_meta_models_backbone(folder, tmp_path):
+    """With --model, the no-meta and CoOp baselines get fresh prompts around the SAME CLIP weights."""
+    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, _ModelFactory
+
+    meta = build_model("tiny-random", seed=3, n_ctx=6)
+    meta.save_pretrained(tmp_path / "meta")
+    factory = _ModelFactory(FewShotConfig(data_dir=str(folder), output_dir="", model=str(tmp_path / "meta"), seed=5))
+    start = factory.starting_model("grmp_iqa")
+    fresh = factory.starting_model("grmp_iqa_no_meta")
+    coop = factory.starting_model("coop")
+    for other in (start, fresh, coop):
+        clip_weights = {k: v for k, v in other.state_dict().items() if k.startswith("clip.")}
+        assert all(torch.equal(v, meta.state_dict()[k]) for k, v in clip_weights.items())
+    assert torch.equal(start.text_context.ctx, meta.text_context.ctx)
+    assert fresh.config.n_ctx == 6 and not torch.equal(fresh.text_context.ctx, meta.text_context.ctx)
+    assert coop.visual_prompts is None and fresh.visual_prompts is not None
+
+
+def test_fresh_crops_use_a_frozen_teacher_copy():
+    images, labels = _images(6, seed=4)
+    model = build_model("tiny-random", seed=0)
+    trainer = FewShotTrainer(model, images, labels, top_k=2, crop_pool=None, learning_rate=1.0, progress=False)
+    trainer.prepare()
+    assert not trainer.cache_trunk and trainer.teacher_table is None and trainer.teacher.copy_weights
+    positions = list(range(6))
+    assert not torch.allclose(trainer.pixels(positions, [0] * 6, 0), trainer.pixels(positions, [0] * 6, 1))
+    pixels = trainer.pixels(positions, [0] * 6, 0)
+    before = trainer.teacher.probs(pixels)
+    for epoch in range(2):
+        trainer.train_step(positions, epoch)
+    assert _max_diff(_trained(model), _trained(build_model("tiny-random", seed=0), like=trainer.trainable)) > 1e-3
+    torch.testing.assert_close(trainer.teacher.probs(pixels), before, rtol=0, atol=0)  # the teacher did not move
+    reference, _ = tiny_clip(seed=0)  # and it is the backbone before fine-tuning
+    with torch.no_grad():
+        image = reference.get_image_features(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(trainer.teacher.clip.get_image_features(pixel_values=pixels).pooler_output, image)
+
+
+def test_runner_leaves_out_unreadable_images(folder, tmp_path):
+    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, run_fewshot
+
+    broken = tmp_path / "data"
+    (broken / "images").mkdir(parents=True)
+    lines = (folder / "metadata.csv").read_text().splitlines()[:31]
+    for line in lines[1:]:
+        name = line.split(",")[0]
+        (broken / name).write_bytes((folder / name).read_bytes())
+    (broken / "images" / "003.png").write_bytes(b"not an image")
+    (broken / "metadata.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match="could not be read"):
+        report = run_fewshot(FewShotConfig(data_dir=str(broken), output_dir=str(tmp_path / "out"),
+                                           backbone="tiny-random", num_images=10, num_splits=1, epochs=1,
+                                           progress=False))
+    assert [e["image_id"] for e in report["config"]["excluded_images"]] == ["images/003.png"]
+    assert report["config"]["num_dataset_images"] == 29
+    split = report["splits"][0]
+    assert "images/003.png" not in split["train"] + split["test"] and np.isfinite(split["srcc"])
