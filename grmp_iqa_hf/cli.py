@@ -96,7 +96,7 @@ def cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
     run_quickstart(output_dir=args.output_dir, backbone=args.backbone, seed=args.seed, epochs=args.epochs,
-                   device=_device(args.device))
+                   meta_steps=args.meta_steps, device=_device(args.device))
     return EXIT_OK
 
 
@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--output-dir", required=True)
     quick.add_argument("--backbone", default="tiny-random", help="'tiny-random' or a CLIP Hub id / directory")
     quick.add_argument("--seed", type=int, default=0)
-    quick.add_argument("--epochs", type=int, default=None, help="prompt-training epochs (default: per backbone)")
+    quick.add_argument("--meta-steps", type=int, default=None, help="meta-pre-training steps (default: per backbone)")
+    quick.add_argument("--epochs", type=int, default=None, help="QGR fine-tuning epochs (default: per backbone)")
     quick.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     quick.set_defaults(func=cmd_quickstart)
     return parser

@@ -137,9 +137,12 @@ def test_evaluate_labelled_folder(model_dir, tmp_path):
 def test_quickstart_end_to_end(tmp_path):
     from grmp_iqa_hf.quickstart import run_quickstart
 
-    summary = run_quickstart(tmp_path / "qs", epochs=1, photo_size=48)
+    summary = run_quickstart(tmp_path / "qs", epochs=2, meta_steps=3, photo_size=48)
     model = GRMPIQAModel.from_pretrained(summary["model_dir"])
     rows = read_csv(summary["scores_csv"])
     assert len(rows) == summary["test_images"] > 0 and all(r["error"] == "" for r in rows)
-    assert np.isfinite(summary["srcc_after_prompt_tuning"])
-    assert model.config.training_info["stage"] == "quickstart prompt tuning"
+    for stage in ("srcc_zero_shot", "srcc_after_meta_pretraining", "srcc_after_qgr_finetuning"):
+        assert np.isfinite(summary[stage]), stage
+    assert len(summary["history"]) == 2 and summary["fewshot_images"] == 50
+    assert [e["step"] for e in summary["meta_evaluations"]] == [0, 1, 2, 3]
+    assert model.config.training_info["stage"].startswith("quickstart: meta-prompt pre-training")

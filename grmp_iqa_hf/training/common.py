@@ -46,6 +46,11 @@ def rng_for(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))
 
 
+def seeded_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a function of (seed, epoch) only, never of the process count."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
     """`{name: parameter}` of the parameters with `requires_grad=True`, in module order."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}

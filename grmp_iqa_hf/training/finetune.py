@@ -46,13 +46,12 @@ from .checkpointing import (
     load_checkpoint, load_optimizer_state, load_rng_state, optimizer_state, resolve_checkpoint, rng_state,
     save_checkpoint,
 )
-from .common import check_finite, reduce_sum, rng_for, trainable_parameters
+from .common import check_finite, reduce_sum, rng_for, seeded_permutation, trainable_parameters
 from .data import ImageCache
 from .gradreg import (
     PROJECTION_MODES, SceneTeacher, qgr_direction, scene_logits, scene_loss_sum, scene_prompt_ids,
     scene_text_features, two_vjps,
 )
-from .prompt_tuning import seeded_permutation
 
 # stream keys (second element of every rng key), so that the streams never overlap
 POOL_KEY, CHOICE_KEY, FRESH_KEY = 101, 102, 103
