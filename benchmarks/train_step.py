@@ -23,33 +23,26 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPModel
 
-from grmp_iqa_hf import GRMPIQAModel
-from grmp_iqa_hf.testing import tiny_clip_config, tiny_tokenizer
-from grmp_iqa_hf.training.finetune import FewShotTrainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference import build_backbone  # noqa: E402  (one definition of the benchmark backbones)
 
-VIT_B16 = {
-    "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                    "num_attention_heads": 8, "max_position_embeddings": 77},
-    "vision_config": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                      "num_attention_heads": 12, "image_size": 224, "patch_size": 16},
-    "projection_dim": 512,
-}
+from grmp_iqa_hf import GRMPIQAModel  # noqa: E402
+from grmp_iqa_hf.training.finetune import FewShotTrainer  # noqa: E402
+
 TARGETS = {"qgr_over_plain": 1.4, "cached_over_uncached": 0.5}
 
 
 def build(size: str, device: str):
     # the tiny tokenizer tokenizes the prompts; its vocabulary size is the config's (text cost is per token)
-    tokenizer = tiny_tokenizer()
-    overrides = VIT_B16 if size == "base" else {}
-    torch.manual_seed(0)
-    clip = CLIPModel(tiny_clip_config(tokenizer, **overrides)).eval()
+    clip, tokenizer = build_backbone(size)
     model = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100, base_model_name_or_path="benchmark")
     return model.to(device), tokenizer
 

@@ -33,3 +33,13 @@ def clive_dir():
 def pixel_values():
     generator = torch.Generator().manual_seed(1)
     return torch.randn(3, 3, 64, 64, generator=generator)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: with tiny models thread start-up dominates, and on a shared
+    2-core machine two threads per process oversubscribe it (tens of times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,12 +26,7 @@ EXAMPLE = REPO / "examples" / "finetune_fewshot.py"
 TWO_PROCS = REPO / "examples" / "accelerate" / "multi_cpu_2proc.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n, seed=0, size=(80, 90)):

@@ -15,13 +15,7 @@ from grmp_iqa_hf.training.gradreg import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: thread start-up dominates, and the machine is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def formula(g_d: np.ndarray, g_g: np.ndarray, lam: float, prograd: bool = False) -> np.ndarray:

@@ -21,6 +21,8 @@ from grmp_iqa_hf.training.meta import (
 
 from conftest import REPO_ROOT
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def meta_model():

@@ -255,10 +255,9 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_remote_code_without_the_package(saved_model, pixel_values, tmp_path):
-    model, path = saved_model
-    with torch.no_grad():
-        expected = model(pixel_values).scores
+def scores_with_remote_code(path, pixel_values, tmp_path) -> torch.Tensor:
+    """Scores from `AutoModel.from_pretrained(path, trust_remote_code=True)` in a subprocess where
+    `grmp_iqa_hf` cannot be imported (shared with the MP-IQE tests)."""
     torch.save(pixel_values, tmp_path / "pixels.pt")
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_CODE_SCRIPT)
@@ -268,7 +267,14 @@ def test_remote_code_without_the_package(saved_model, pixel_values, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "scores.pt")
+    return torch.load(tmp_path / "scores.pt")
+
+
+def test_remote_code_without_the_package(saved_model, pixel_values, tmp_path):
+    model, path = saved_model
+    with torch.no_grad():
+        expected = model(pixel_values).scores
+    remote = scores_with_remote_code(path, pixel_values, tmp_path)
     assert torch.max(torch.abs(remote - expected)) < 1e-6
 
 

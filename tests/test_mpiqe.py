@@ -25,7 +25,7 @@ from grmp_iqa_hf.training.common import NonFiniteLossError
 from grmp_iqa_hf.training.data import ImageCache
 from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, learning_rate_at, run_mpiqe, train_mpiqe
 
-from test_modeling import REMOTE_CODE_SCRIPT  # the import-blocker script: loads remote code without the package
+from test_modeling import scores_with_remote_code  # loads remote code in a process without the package
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENES = ["animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others"]
@@ -346,16 +346,7 @@ def test_remote_code_without_the_package(saved, pixel_values, tmp_path):
     model, path = saved
     with torch.no_grad():
         expected = model(pixel_values).scores
-    torch.save(pixel_values, tmp_path / "pixels.pt")
-    script = tmp_path / "remote.py"
-    script.write_text(REMOTE_CODE_SCRIPT)
-    env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "pixels.pt"), str(tmp_path / "scores.pt")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.max(torch.abs(torch.load(tmp_path / "scores.pt") - expected)) < 1e-6
+    assert torch.max(torch.abs(scores_with_remote_code(path, pixel_values, tmp_path) - expected)) < 1e-6
 
 
 def test_predict_and_build_model(saved):
