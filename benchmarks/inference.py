@@ -45,6 +45,28 @@ def build_backbone(size: str):
     return CLIPModel(tiny_clip_config(tokenizer, **overrides)).eval(), tokenizer
 
 
+def timed(fn, device: str) -> float:
+    """Wall seconds of `fn()`, synchronising CUDA before and after so queued kernels are counted."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def run_info(benchmark: str, size: str, device: str) -> dict:
+    """The fields every benchmark's JSON starts with: what ran, where."""
+    return {
+        "benchmark": benchmark,
+        "size": "ViT-B/16" if size == "base" else "tiny",
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def candidates(clip, tokenizer, device) -> dict:
     """name -> callable(pixel_values), every module on `device`. Extended by later models (MP-IQE)."""
     coop = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=0).to(device).eval()
@@ -74,30 +96,17 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(args.batch_size, 3, image_size, image_size, generator=generator).to(args.device)
 
-    def timed(fn):
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(pixel_values)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     times = {name: [] for name in models}
     with torch.inference_mode():
         for fn in models.values():  # warm-up (also fills the text-feature caches)
             fn(pixel_values)
         for _ in range(args.rounds):
             for name, fn in models.items():
-                times[name].append(timed(fn))
+                times[name].append(timed(lambda: fn(pixel_values), args.device))
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median["clip_image_features"]
     result = {
-        "benchmark": "inference",
-        "size": "ViT-B/16" if args.size == "base" else "tiny",
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_info("inference", args.size, args.device),
         "batch_size": args.batch_size,
         "rounds": args.rounds,
         "seconds_per_batch": {k: round(v, 4) for k, v in median.items()},

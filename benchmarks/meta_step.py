@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import build_backbone  # noqa: E402  (one definition of the benchmark backbones)
+from inference import build_backbone, run_info, timed  # noqa: E402  (shared benchmark pieces)
 
 from grmp_iqa_hf import GRMPIQAModel  # noqa: E402
 from grmp_iqa_hf.training.common import trainable_parameters  # noqa: E402
@@ -78,28 +76,15 @@ def main(argv=None):
                                                           args.inner_steps)),
     }
 
-    def timed(fn):
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
     for fn in steps.values():  # warm-up
         fn()
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, fn in steps.items():
-            times[name].append(timed(fn))
+            times[name].append(timed(fn, args.device))
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
-        "benchmark": "meta_step",
-        "size": "ViT-B/16" if args.size == "base" else "tiny",
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_info("meta_step", args.size, args.device),
         "support": args.support,
         "query": args.query,
         "inner_steps": args.inner_steps,

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inference import build_backbone  # noqa: E402  (one definition of the benchmark backbones)
+from inference import build_backbone, run_info, timed  # noqa: E402  (shared benchmark pieces)
 
 from grmp_iqa_hf import GRMPIQAModel  # noqa: E402
 from grmp_iqa_hf.training.finetune import FewShotTrainer  # noqa: E402
@@ -70,9 +68,7 @@ def main(argv=None):
     common = dict(top_k=args.top_k, augment=False, tokenizer=tokenizer, progress=False, batched_vjp=args.batched_vjp)
 
     def cache_seconds(trainer):
-        start = time.perf_counter()
-        trainer.prepare()
-        return time.perf_counter() - start
+        return timed(trainer.prepare, args.device)
 
     # the three trainers share the model (each keeps its own optimizer and caches); the caches are built
     # from the starting weights before any step
@@ -85,21 +81,15 @@ def main(argv=None):
     build_seconds = {name: cache_seconds(t) for name, t in trainers.items()}
     batch = list(range(args.batch_size))
 
-    def timed(trainer):
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        trainer.train_step(batch, epoch=0)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+    def step_seconds(trainer):
+        return timed(lambda: trainer.train_step(batch, epoch=0), args.device)
 
     for trainer in trainers.values():  # warm-up
-        timed(trainer)
+        step_seconds(trainer)
     times = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
-            times[name].append(timed(trainer))
+            times[name].append(step_seconds(trainer))
     median = {name: statistics.median(t) for name, t in times.items()}
     ratios = {
         "qgr_over_plain": median["qgr_step"] / median["plain_step"],
@@ -107,11 +97,7 @@ def main(argv=None):
     }
     qgr = trainers["qgr_step"]
     result = {
-        "benchmark": "train_step",
-        "size": "ViT-B/16" if args.size == "base" else "tiny",
-        "device": args.device,
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **run_info("train_step", args.size, args.device),
         "batch_size": args.batch_size,
         "visual_prompts": model.config.num_visual_prompts,
         "top_k_blocks": args.top_k,
