@@ -1,6 +1,7 @@
-"""The `grmp-iqa` command line: `score`, `quickstart` (and more subcommands as the package grows).
+"""The `grmp-iqa` command line: `score`, `evaluate`, `push`, `push-dataset`, `quickstart`.
 
-Exit status: 0 success, 1 when some input could not be read, 2 on usage errors.
+Exit status: 0 success, 1 when some input could not be read (or the Hub failed a push), 2 on usage errors
+(including inputs that are wrong as a whole: a model that cannot be loaded, bad dataset metadata).
 """
 
 from __future__ import annotations
@@ -92,6 +93,46 @@ def cmd_evaluate(args) -> int:
     return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
+def cmd_push(args) -> int:
+    from .hub import push_model
+    from .hub.push import HubRequestError
+
+    try:
+        commit = push_model(args.model_dir, args.repo_id, report=args.report, private=args.private,
+                            revision=args.revision, adapter_only=args.adapter_only, base_model=args.base_model,
+                            commit_message=args.commit_message, license=args.license, datasets=args.dataset_id)
+    except HubRequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: cannot push {args.model_dir} to {args.repo_id}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"pushed {args.model_dir} to {commit.repo_url.repo_id}@{commit.oid[:12]}"
+          f"{f' (branch {args.revision})' if args.revision else ''}: {commit.commit_url}")
+    return EXIT_OK
+
+
+def cmd_push_dataset(args) -> int:
+    from .data import DatasetMetadataError
+    from .hub import push_dataset
+    from .hub.push import HubRequestError
+
+    try:
+        commit = push_dataset(args.data_dir, args.repo_id, dataset=args.dataset, private=args.private,
+                              license=args.license, commit_message=args.commit_message)
+    except HubRequestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except DatasetMetadataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: cannot push {args.data_dir} to {args.repo_id}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"pushed {args.data_dir} to datasets/{commit.repo_url.repo_id}@{commit.oid[:12]}: {commit.commit_url}")
+    return EXIT_OK
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import run_quickstart
 
@@ -126,6 +167,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", required=True, help="report.json")
     evaluate.add_argument("--plot", default=None, help="scatter.png: prediction vs MOS with the logistic fit")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    push = sub.add_parser("push", help="push a saved model to the Hugging Face Hub with a generated model card")
+    push.add_argument("model_dir", metavar="MODEL_DIR", help="a directory written by save_pretrained")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (HF_ENDPOINT / HF_TOKEN are honoured)")
+    push.add_argument("--report", default=None,
+                      help="report.json of `grmp-iqa evaluate` or of a few-shot / MP-IQE run: the card's results")
+    push.add_argument("--private", action="store_true", default=None, help="create the repository private")
+    push.add_argument("--revision", default=None, help="branch to push to (created when missing)")
+    push.add_argument("--adapter-only", action="store_true",
+                      help="push only the prompts (and fine-tuned blocks): tensors that differ from the base CLIP")
+    push.add_argument("--base-model", default=None,
+                      help="with --adapter-only: the base CLIP's Hub id to record (default: the one in the config)")
+    push.add_argument("--license", default="apache-2.0", help="licence of the weights for the card (default apache-2.0)")
+    push.add_argument("--dataset-id", action="append", default=None,
+                      help="Hub dataset id for the card's `datasets` (repeatable; default: the report's dataset)")
+    push.add_argument("--commit-message", default=None)
+    push.set_defaults(func=cmd_push)
+
+    push_data = sub.add_parser("push-dataset", help="push an IQA image folder (metadata.csv) as a Hub dataset with a card")
+    push_data.add_argument("data_dir", metavar="DATA_DIR", help="image folder with metadata.csv (file_name, mos, ...)")
+    push_data.add_argument("--repo-id", required=True, help="ORG/NAME of the dataset repository")
+    push_data.add_argument("--dataset", default="imagefolder",
+                           help="registry key whose facts fill the card (livec, koniq10k, ...), default none")
+    push_data.add_argument("--private", action="store_true", default=None)
+    push_data.add_argument("--license", default=None, help="licence id for the card (default: other)")
+    push_data.add_argument("--commit-message", default=None)
+    push_data.set_defaults(func=cmd_push_dataset)
 
     quick = sub.add_parser("quickstart", help="the whole pipeline offline on an embedded default, in minutes")
     quick.add_argument("--output-dir", required=True)

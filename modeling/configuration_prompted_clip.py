@@ -46,6 +46,8 @@ class PromptedCLIPConfig(PreTrainedConfig):
     # provenance
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
+    # True in the config of a prompts-only checkpoint (`adapter_model.safetensors` + the base CLIP above)
+    adapter_only: bool = False
     training_info: dict | None = None
 
     def __post_init__(self, **kwargs):

@@ -598,3 +598,8 @@ class IQAImageProcessor(BaseImageProcessor):
             raise RuntimeError(
                 f"internal error: pixel_values {pixel_values.shape} {pixel_values.dtype}, expected {expected} float32"
             )
+
+
+# `save_pretrained` writes `auto_map` and ships this file, so that
+# `AutoImageProcessor.from_pretrained(dir_or_repo, trust_remote_code=True)` works without the package.
+IQAImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -9,15 +9,24 @@ Shipped as Hub remote code: imports only torch, transformers and relative module
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, CLIPModel, PreTrainedModel
+from transformers import AutoTokenizer, CLIPModel, PreTrainedConfig, PreTrainedModel
+from transformers.utils import cached_file
 
 from .configuration_prompted_clip import PromptedCLIPConfig
 from .prediction import IQAPredictionMixin
 from .prompt_learning import DeepVisualPrompts, TextContext, encode_text_embeddings
+
+# Prompts-only checkpoints: the parameters that differ from the base CLIP, next to a config that names the
+# base (PEFT's file name, so the Hub shows it as an adapter).
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+# Arguments of `from_pretrained` that locate files (passed on to the adapter file and the base CLIP).
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
 
 
 class PromptBank:
@@ -101,12 +110,90 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
         return model.freeze_backbone().eval()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, base_model_name_or_path=None, **kwargs):
+        """`PreTrainedModel.from_pretrained`, reading safetensors only (a checkpoint holding only a pickle,
+        e.g. `pytorch_model.bin`, is refused without being opened), with the backbone frozen.
+
+        A prompts-only checkpoint (`save_pretrained(..., adapter_only=True)`) is rebuilt from its base CLIP,
+        found at `config.base_model_name_or_path` (revision `config.base_model_revision`) unless
+        `base_model_name_or_path` names another copy of it (a Hub id or a local directory).
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("this model is loaded from safetensors only (pickled weights are never unpickled)")
+        kwargs["use_safetensors"] = True
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            config_kwargs = {k: kwargs[k] for k in (*_HUB_KWARGS, "revision") if k in kwargs}
+            config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **config_kwargs)
+            kwargs["config"] = config
+        if getattr(config, "adapter_only", False):
+            kwargs.pop("config")
+            return cls._from_adapter(pretrained_model_name_or_path, config, base_model_name_or_path, **kwargs)
         # transformers re-creates parameters on load (requires_grad=True): restore the frozen backbone.
-        loaded = super().from_pretrained(*args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True gives a tuple
         model.freeze_backbone()
         return loaded
+
+    # ------------------------------------------------------------------ prompts-only checkpoints
+
+    def adapter_state_dict(self, base_model=None) -> dict[str, torch.Tensor]:
+        """The tensors of a prompts-only checkpoint: every tensor outside the CLIP backbone (prompts, heads)
+        plus the backbone tensors that differ from the base CLIP (fine-tuned blocks, if any).
+
+        `base_model` is the base `CLIPModel`, or its Hub id / directory; default: the one this model was built
+        from (`config.base_model_name_or_path` at `config.base_model_revision`).
+        """
+        base = self._load_base_clip(base_model)
+        base_state = base.state_dict()
+        tensors = {}
+        for name, tensor in self.state_dict().items():
+            if name.startswith("clip."):
+                reference = base_state.get(name[len("clip."):])
+                if reference is None or reference.shape != tensor.shape:
+                    raise ValueError(
+                        f"the base CLIP does not match this model's backbone at {name!r} "
+                        f"({'missing' if reference is None else f'shape {tuple(reference.shape)}'} vs "
+                        f"{tuple(tensor.shape)}): pass the base it was built from"
+                    )
+                if torch.equal(reference.to(tensor.device, tensor.dtype), tensor):
+                    continue
+            tensors[name] = tensor.detach().contiguous().cpu()
+        return tensors
+
+    def _load_base_clip(self, base_model=None, **hub_kwargs) -> CLIPModel:
+        if isinstance(base_model, CLIPModel):
+            return base_model
+        source = base_model or self.config.base_model_name_or_path
+        revision = None if base_model else self.config.base_model_revision
+        return _load_base_clip(source, revision, **hub_kwargs)
+
+    @classmethod
+    def _from_adapter(cls, pretrained_model_name_or_path, config, base_model_name_or_path=None, **kwargs):
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        weights = cached_file(pretrained_model_name_or_path, ADAPTER_WEIGHTS_NAME, revision=kwargs.get("revision"),
+                              **hub_kwargs)
+        base_hub_kwargs = {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
+        if base_model_name_or_path:
+            base = _load_base_clip(base_model_name_or_path, None, **base_hub_kwargs)
+        else:
+            base = _load_base_clip(config.base_model_name_or_path, config.base_model_revision, **base_hub_kwargs)
+        config = copy.deepcopy(config)
+        config.adapter_only = False  # the model in memory is complete
+        config.name_or_path = str(pretrained_model_name_or_path)
+        model = cls(config)
+        model.clip.load_state_dict(base.state_dict())
+        adapter = load_file(weights)
+        missing, unexpected = model.load_state_dict(adapter, strict=False)
+        missing = [name for name in missing if not name.startswith("clip.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights} does not fit {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
+        return model.freeze_backbone().eval()
 
     @torch.no_grad()
     def _init_context_from_tokens(self):
@@ -146,12 +233,56 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
 
     # ------------------------------------------------------------------ saving
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, adapter_only: bool = False, base_model=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors only) plus the image processor's config, so that
-        `AutoImageProcessor.from_pretrained(dir, trust_remote_code=True)` preprocesses like the model."""
+        `AutoImageProcessor.from_pretrained(dir, trust_remote_code=True)` preprocesses like the model.
+
+        With `adapter_only=True` the weights file is `adapter_model.safetensors`, holding only
+        `adapter_state_dict(base_model)` (the prompts, plus backbone tensors that were fine-tuned); the
+        config records the base CLIP (`base_model_name_or_path`, `base_model_revision`) that
+        `from_pretrained` rebuilds the rest from. `base_model` is compared against and, when it is a Hub id
+        or directory, recorded as the base.
+        """
         kwargs.pop("safe_serialization", None)  # safetensors is the only format we write
-        if kwargs.get("is_main_process", True):
+        is_main = kwargs.get("is_main_process", True)
+        if is_main:
             # before the weights, so that `push_to_hub=True` uploads it too
             os.makedirs(save_directory, exist_ok=True)
             self.image_processor.save_pretrained(save_directory)
-        super().save_pretrained(save_directory, *args, **kwargs)
+        if not adapter_only:
+            super().save_pretrained(save_directory, *args, **kwargs)
+            return
+        if kwargs.get("push_to_hub"):
+            raise ValueError("adapter_only=True cannot push_to_hub here: save, then `grmp-iqa push --adapter-only`")
+        tensors = self.adapter_state_dict(base_model)
+        if not is_main:
+            return
+        original = self.config
+        self.config = copy.deepcopy(original)
+        self.config.adapter_only = True
+        if isinstance(base_model, (str, os.PathLike)):
+            self.config.base_model_name_or_path, self.config.base_model_revision = str(base_model), None
+        try:
+            # config.json and the remote code through transformers; weights: adapter tensors only
+            super().save_pretrained(save_directory, *args, state_dict={}, **kwargs)
+        finally:
+            self.config = original
+        for name in os.listdir(save_directory):
+            if name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json")):
+                os.remove(os.path.join(save_directory, name))
+        save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def _load_base_clip(source, revision=None, **hub_kwargs) -> CLIPModel:
+    if not source:
+        raise ValueError(
+            "a prompts-only checkpoint needs its base CLIP, but none is recorded: pass base_model / "
+            "base_model_name_or_path (a Hub id or a directory of a transformers CLIP checkpoint)"
+        )
+    try:
+        return CLIPModel.from_pretrained(str(source), revision=revision, use_safetensors=True, **hub_kwargs)
+    except OSError as err:
+        raise OSError(
+            f"cannot load the base CLIP {str(source)!r}{f' at revision {revision}' if revision else ''} of a "
+            f"prompts-only checkpoint ({err}). Pass base_model_name_or_path=<Hub id or directory of that CLIP>."
+        ) from err

@@ -232,7 +232,8 @@ def test_from_pretrained_and_automodel_give_identical_scores(saved_model, pixel_
     assert frozen == [] and loaded.text_context.ctx.requires_grad
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+# Makes `import grmp_iqa_hf` fail in a subprocess, as in an environment without the package.
+BLOCK_PACKAGE_PREAMBLE = textwrap.dedent(
     """
     import sys, importlib.abc
 
@@ -243,6 +244,11 @@ REMOTE_CODE_SCRIPT = textwrap.dedent(
                 raise ModuleNotFoundError(f"No module named {name!r}")
 
     sys.meta_path.insert(0, BlockPackage())
+    """
+)
+
+REMOTE_CODE_SCRIPT = BLOCK_PACKAGE_PREAMBLE + textwrap.dedent(
+    """
     import torch
     from transformers import AutoModel
     model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
