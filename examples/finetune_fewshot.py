@@ -17,7 +17,7 @@ import argparse
 import json
 
 from grmp_iqa_hf.evaluation.fewshot import BASELINES, METHODS, FewShotConfig, run_fewshot
-from grmp_iqa_hf.training.common import make_accelerator
+from grmp_iqa_hf.training.common import exit_on_input_errors, make_accelerator
 from grmp_iqa_hf.training.gradreg import PROJECTION_MODES
 
 
@@ -105,4 +105,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_input_errors():
+        main()

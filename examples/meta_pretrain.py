@@ -14,6 +14,7 @@ Without --data-dir, tasks come from the synthetic distortion engine applied to -
 
 import argparse
 
+from grmp_iqa_hf.training.common import exit_on_input_errors
 from grmp_iqa_hf.training.meta import ALGORITHMS, MetaPretrainArguments, run_meta_pretraining
 
 
@@ -63,4 +64,5 @@ def parse_args(argv=None) -> MetaPretrainArguments:
 
 
 if __name__ == "__main__":
-    run_meta_pretraining(parse_args())
+    with exit_on_input_errors():
+        run_meta_pretraining(parse_args())

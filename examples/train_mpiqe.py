@@ -13,6 +13,7 @@ of `grmp_iqa_hf.training.mpiqe.MPIQETrainingArguments` (`--help` lists them).
 
 from transformers import HfArgumentParser
 
+from grmp_iqa_hf.training.common import exit_on_input_errors
 from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, run_mpiqe
 
 
@@ -23,4 +24,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_input_errors():
+        main()

@@ -8,8 +8,11 @@ byte-level BPE `CLIPTokenizer` entirely in code, deterministically for a seed, s
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 BOS_TOKEN = "<|startoftext|>"
@@ -109,3 +112,19 @@ def tiny_clip(seed: int = 0, **config_overrides) -> tuple[CLIPModel, CLIPTokeniz
 
 
 __all__ = ["tiny_clip", "tiny_clip_config", "tiny_tokenizer"]
+
+
+def write_noise_folder(root, n: int, seed: int = 7):
+    """A labelled imagefolder for tests: `n` noise photos (72x80 PNG) whose MOS falls smoothly with the
+    noise level, listed in `metadata.csv` (`file_name,mos`). Returns `root`."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["file_name,mos"]
+    for i in range(n):
+        base = rng.integers(0, 255, (1, 1, 3))
+        noise = rng.normal(0, 1, (72, 80, 3)) * (10 + 3 * (i % 20))
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
+        rows.append(f"images/{i:03d}.png,{100 - 4 * (i % 20) + rng.random():.3f}")
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from grmp_iqa_hf.models import build_model
-from grmp_iqa_hf.testing import tiny_clip
+from grmp_iqa_hf.testing import tiny_clip, write_noise_folder
 from grmp_iqa_hf.training.checkpointing import list_checkpoints
 from grmp_iqa_hf.training.common import NonFiniteLossError
 from grmp_iqa_hf.training.finetune import (
@@ -47,17 +47,7 @@ def _max_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A small labelled imagefolder (70 random photos with a smooth quality label)."""
-    root = tmp_path_factory.mktemp("fewshot-folder")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(7)
-    rows = ["file_name,mos"]
-    for i in range(70):
-        base = rng.integers(0, 255, (1, 1, 3))
-        noise = rng.normal(0, 1, (72, 80, 3)) * (10 + 3 * (i % 20))
-        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
-        rows.append(f"images/{i:03d}.png,{100 - 4 * (i % 20) + rng.random():.3f}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return write_noise_folder(tmp_path_factory.mktemp("fewshot-folder"), 70)
 
 
 # ------------------------------------------------------------------ trainable set and forward

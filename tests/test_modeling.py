@@ -320,3 +320,25 @@ def test_predict_names_a_broken_input(saved_model, tmp_path):
 
     with pytest.raises(ImageLoadError, match="broken.jpg"):
         model.predict([str(broken)])
+
+
+def test_remote_code_runs_only_when_trusted(tmp_path):
+    """A checkpoint whose config points at its own code: loading it without `trust_remote_code` refuses
+    and never imports that code (its import would create a marker file)."""
+    from grmp_iqa_hf.models import load_model
+
+    marker = tmp_path / "MARKER"
+    (tmp_path / "evil.py").write_text(textwrap.dedent(f"""
+        import pathlib
+        pathlib.Path({str(marker)!r}).touch()
+        from transformers import PretrainedConfig, PreTrainedModel
+        class EvilConfig(PretrainedConfig):
+            model_type = "evil"
+        class EvilModel(PreTrainedModel):
+            config_class = EvilConfig
+        """))
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "evil", "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}}))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_model(str(tmp_path))
+    assert not marker.exists()

@@ -3,7 +3,9 @@ process count, explicit cross-process reductions, and the trainable-parameter vi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import sys
 import math
 
 import numpy as np
@@ -83,3 +85,16 @@ def check_finite(value: float, what: str, step: int) -> None:
             f"{what} is {value} at step {step}: stopping. The last checkpoint before this step is intact; "
             "lower the learning rate or check the labels, then resume from it."
         )
+
+
+@contextlib.contextmanager
+def exit_on_input_errors():
+    """For training scripts: input errors that are the user's to fix (bad dataset metadata, a NaN/inf
+    loss) end the run with their message (every bad row named) and exit status 2, not a traceback."""
+    from ..data import DatasetMetadataError
+
+    try:
+        yield
+    except (DatasetMetadataError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
