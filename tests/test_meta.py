@@ -254,6 +254,32 @@ def test_loop_learns_saves_and_resumes_exactly(tmp_path):
     assert [h["step"] for h in history["history"]] == [1, 2, 3, 4]
 
 
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from grmp_iqa_hf.training import meta
+    from grmp_iqa_hf.training.checkpointing import list_checkpoints
+    from grmp_iqa_hf.training.common import NonFiniteLossError
+
+    calls = []
+    original = meta.meta_gradients
+
+    def poisoned(model, tasks, algorithm, inner_lr, inner_steps, task_seeds=None, stats=None):
+        grads = original(model, tasks, algorithm, inner_lr, inner_steps, task_seeds, stats)
+        calls.append(1)
+        if len(calls) >= 3:  # steps 1 and 2 are fine, step 3 has a NaN query loss
+            stats["query_loss"] = float("nan")
+        return grads
+
+    monkeypatch.setattr(meta, "meta_gradients", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        run_meta_pretraining(_args(tmp_path, max_steps=4, checkpointing_steps=2))
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2]
+    state = load_file(str(list_checkpoints(tmp_path)[-1][1] / "state.safetensors"))
+    assert state and all(torch.isfinite(t).all() for t in state.values())
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["maml"])
 def test_one_and_two_processes_agree(tmp_path, algorithm):
