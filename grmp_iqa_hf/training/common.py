@@ -80,6 +80,8 @@ def local_indices(count: int, accelerator: Accelerator | None) -> list[int]:
 
 
 def check_finite(value: float, what: str, step: int) -> None:
+    """Stop on a NaN/inf loss before the step is applied. `step` counts from 1, like the checkpoint the
+    step would have led to (`step_00000003` is written after step 3)."""
     if not math.isfinite(value):
         raise NonFiniteLossError(
             f"{what} is {value} at step {step}: stopping. The last checkpoint before this step is intact; "

@@ -617,7 +617,7 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
             flat = [g / len(task_ids) for g in reduce_sum(accelerator, flat + [losses])]
             flat, losses = flat[:-1], flat[-1]
         support_loss, query_loss = float(losses[0]), float(losses[1])
-        check_finite(query_loss, "the meta-training query loss", step)
+        check_finite(query_loss, "the meta-training query loss", step + 1)
         optimizer.zero_grad(set_to_none=True)
         for n, g in zip(names, flat):
             params[n].grad = g.to(params[n].dtype)

@@ -329,7 +329,7 @@ def train_mpiqe(
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in tensors]
                 *grads, stats = reduce_sum(accelerator, grads + [stats])
                 loss_value = stats[0].item() / len(batch)
-                check_finite(loss_value, "the MP-IQE training loss", step)
+                check_finite(loss_value, "the MP-IQE training loss", step + 1)
                 for param, grad in zip(tensors, grads):
                     param.grad = grad
                 if args.max_grad_norm and args.max_grad_norm > 0:
