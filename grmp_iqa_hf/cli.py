@@ -93,44 +93,44 @@ def cmd_evaluate(args) -> int:
     return EXIT_SOME_FAILED if report["failed"] else EXIT_OK
 
 
-def cmd_push(args) -> int:
-    from .hub import push_model
+def _push(push, source, repo_id, **options):
+    """Run `push(source, repo_id, **options)`: `(commit, exit status)`, the error printed when it failed."""
+    from .data import DatasetMetadataError
     from .hub.push import HubRequestError
 
     try:
-        commit = push_model(args.model_dir, args.repo_id, report=args.report, private=args.private,
-                            revision=args.revision, adapter_only=args.adapter_only, base_model=args.base_model,
-                            commit_message=args.commit_message, license=args.license, datasets=args.dataset_id)
-    except HubRequestError as err:
+        return push(source, repo_id, **options), EXIT_OK
+    except HubRequestError as err:  # the Hub failed or refused: the inputs may be fine
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        return None, EXIT_SOME_FAILED
+    except DatasetMetadataError as err:  # already names every bad row
+        print(f"error: {err}", file=sys.stderr)
+        return None, EXIT_USAGE
     except (OSError, ValueError, RuntimeError) as err:
-        print(f"error: cannot push {args.model_dir} to {args.repo_id}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"pushed {args.model_dir} to {commit.repo_url.repo_id}@{commit.oid[:12]}"
-          f"{f' (branch {args.revision})' if args.revision else ''}: {commit.commit_url}")
-    return EXIT_OK
+        print(f"error: cannot push {source} to {repo_id}: {err}", file=sys.stderr)
+        return None, EXIT_USAGE
+
+
+def cmd_push(args) -> int:
+    from .hub import push_model
+
+    commit, status = _push(push_model, args.model_dir, args.repo_id, report=args.report, private=args.private,
+                           revision=args.revision, adapter_only=args.adapter_only, base_model=args.base_model,
+                           commit_message=args.commit_message, license=args.license, datasets=args.dataset_id)
+    if commit is not None:
+        print(f"pushed {args.model_dir} to {commit.repo_url.repo_id}@{commit.oid[:12]}"
+              f"{f' (branch {args.revision})' if args.revision else ''}: {commit.commit_url}")
+    return status
 
 
 def cmd_push_dataset(args) -> int:
-    from .data import DatasetMetadataError
     from .hub import push_dataset
-    from .hub.push import HubRequestError
 
-    try:
-        commit = push_dataset(args.data_dir, args.repo_id, dataset=args.dataset, private=args.private,
-                              license=args.license, commit_message=args.commit_message)
-    except HubRequestError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    except DatasetMetadataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ValueError, RuntimeError) as err:
-        print(f"error: cannot push {args.data_dir} to {args.repo_id}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"pushed {args.data_dir} to datasets/{commit.repo_url.repo_id}@{commit.oid[:12]}: {commit.commit_url}")
-    return EXIT_OK
+    commit, status = _push(push_dataset, args.data_dir, args.repo_id, dataset=args.dataset, private=args.private,
+                           license=args.license, commit_message=args.commit_message)
+    if commit is not None:
+        print(f"pushed {args.data_dir} to datasets/{commit.repo_url.repo_id}@{commit.oid[:12]}: {commit.commit_url}")
+    return status
 
 
 def cmd_quickstart(args) -> int:

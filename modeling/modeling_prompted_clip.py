@@ -144,8 +144,10 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
         `base_model` is the base `CLIPModel`, or its Hub id / directory; default: the one this model was built
         from (`config.base_model_name_or_path` at `config.base_model_revision`).
         """
-        base = self._load_base_clip(base_model)
-        base_state = base.state_dict()
+        if not isinstance(base_model, CLIPModel):
+            base_model = _load_base_clip(base_model, None) if base_model else _load_base_clip(
+                self.config.base_model_name_or_path, self.config.base_model_revision)
+        base_state = base_model.state_dict()
         tensors = {}
         for name, tensor in self.state_dict().items():
             if name.startswith("clip."):
@@ -160,13 +162,6 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
                     continue
             tensors[name] = tensor.detach().contiguous().cpu()
         return tensors
-
-    def _load_base_clip(self, base_model=None, **hub_kwargs) -> CLIPModel:
-        if isinstance(base_model, CLIPModel):
-            return base_model
-        source = base_model or self.config.base_model_name_or_path
-        revision = None if base_model else self.config.base_model_revision
-        return _load_base_clip(source, revision, **hub_kwargs)
 
     @classmethod
     def _from_adapter(cls, pretrained_model_name_or_path, config, base_model_name_or_path=None, **kwargs):
