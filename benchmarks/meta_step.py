@@ -28,7 +28,7 @@ from inference import build_backbone, run_info, timed  # noqa: E402  (shared ben
 
 from grmp_iqa_hf import GRMPIQAModel  # noqa: E402
 from grmp_iqa_hf.training.common import trainable_parameters  # noqa: E402
-from grmp_iqa_hf.training.meta import meta_gradients, official_meta_gradients  # noqa: E402
+from grmp_iqa_hf.training.meta import meta_gradients, official_phase  # noqa: E402
 
 
 def main(argv=None):
@@ -55,7 +55,7 @@ def main(argv=None):
     both = {k: torch.cat([support[k], query[k]]) for k in support}
     outer = torch.optim.Adam(list(params.values()), lr=1e-4)
     task_params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
-    task_opt = torch.optim.Adam(list(task_params.values()), lr=1e-4)
+    task_opt = [torch.optim.Adam(list(task_params.values()), lr=1e-4)]
 
     def apply(grads):
         for n, p in params.items():
@@ -67,13 +67,18 @@ def main(argv=None):
         model(**both).loss.backward()
         outer.step()
 
+    def official_step():
+        grads, task_opt[0] = official_phase(model, task_params, task_opt[0],
+                                            [([support] * args.inner_steps, [query])], inner_lr=1e-4)
+        return grads
+
     steps = {
         "plain": plain,
         "reptile": lambda: apply(meta_gradients(model, [(support, query)], "reptile", 1e-2, args.inner_steps)),
         "fomaml": lambda: apply(meta_gradients(model, [(support, query)], "fomaml", 1e-2, args.inner_steps)),
         "maml": lambda: apply(meta_gradients(model, [(support, query)], "maml", 1e-2, args.inner_steps)),
-        "official": lambda: apply(official_meta_gradients(model, task_params, task_opt, [(support, query)],
-                                                          args.inner_steps)),
+        # the released step: one Adam step on the support batch, one on the query batch (per inner step)
+        "official": lambda: apply(official_step()),
     }
 
     for fn in steps.values():  # warm-up

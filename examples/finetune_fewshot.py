@@ -18,7 +18,7 @@ import json
 
 from grmp_iqa_hf.evaluation.fewshot import BASELINES, METHODS, FewShotConfig, run_fewshot
 from grmp_iqa_hf.training.common import exit_on_input_errors, make_accelerator
-from grmp_iqa_hf.training.gradreg import PROJECTION_MODES
+from grmp_iqa_hf.training.gradreg import GROUPINGS, PROJECTION_MODES
 
 
 def _optional_int(value: str):
@@ -46,13 +46,22 @@ def parse_args(argv=None) -> FewShotConfig:
                       help="validation images from the training pool (not training images) for model selection")
     data.add_argument("--selection", choices=("last", "val"), help="default: val with --val-images, else last")
     data.add_argument("--paper-mode", action="store_true",
-                      help="the released code's choices: ImageNet normalisation, 244->224 crops, best-test-epoch "
-                           "reporting (model selection on the test set; labelled in the report)")
+                      help="every choice of the released finetune.py: its splits, cv2-style bicubic 244x244 resize, "
+                           "ImageNet statistics, per-batch crops, labels min-max scaled within the training images, "
+                           "test scored every 5 epochs with best PLCC+SRCC reported (model selection on the test "
+                           "set), test-driven x0.3 lr decay, fp16 autocast; each labelled in report.json")
     hp = p.add_argument_group("fine-tuning")
-    hp.add_argument("--epochs", type=int, default=d.epochs)
+    hp.add_argument("--epochs", type=int, help="default: 100 (2000 with --paper-mode)")
     hp.add_argument("--qgr-lambda", type=float, default=d.qgr_lambda, help="0 turns QGR off")
     hp.add_argument("--projection", choices=PROJECTION_MODES, default=d.projection,
                     help="qgr (GRMP-IQA) or prograd (ProGrad's original rule)")
+    hp.add_argument("--qgr-grouping", dest="grouping", choices=GROUPINGS, default=d.grouping,
+                    help="units of the QGR rule: fused_qkv (OpenAI CLIP's tensors, q/k/v together, as released) or "
+                         "per_tensor (each transformers tensor)")
+    hp.add_argument("--no-prompt-dropout", dest="prompt_dropout", action="store_false",
+                    help="train in eval mode (the frozen visual prompts' dropout off); released: dropout on")
+    hp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"),
+                    help="autocast dtype of the forward passes (default: fp32; fp16 with --paper-mode)")
     hp.add_argument("--top-k-blocks", type=int, default=d.top_k_blocks, help="top blocks of each tower trained")
     hp.add_argument("--learning-rate", type=float, default=d.learning_rate)
     hp.add_argument("--coop-learning-rate", type=float, help="learning rate of the CoOp baseline (default: --learning-rate)")
@@ -67,7 +76,7 @@ def parse_args(argv=None) -> FewShotConfig:
     hp.add_argument("--lr-decay-patience", type=int, help="multiply the lr by --lr-decay-factor after this many "
                                                           "epochs without a lower training loss (default: off)")
     hp.add_argument("--lr-decay-factor", type=float, default=d.lr_decay_factor)
-    hp.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between validation scores")
+    hp.add_argument("--eval-every", type=int, help="epochs between validation scores (default 10; 5 with --paper-mode)")
     hp.add_argument("--no-trunk-cache", dest="cache_trunk", action="store_false",
                     help="recompute the frozen lower blocks every step (same results, slower)")
     hp.add_argument("--max-cache-gib", type=float, default=d.max_cache_gib)

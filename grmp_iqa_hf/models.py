@@ -1,5 +1,9 @@
 """Where models come from: a CLIP backbone (`load_backbone`), a fresh prompt model around it
-(`build_model`), or a saved / Hub checkpoint (`load_model`)."""
+(`build_model`), or a saved / Hub checkpoint (`load_model`).
+
+Backbones and checkpoints named by a path or a Hub id are checked first (`provenance.resolve_model_source`):
+a name that is neither an existing folder nor a Hub model that can be found fails at once with
+`ModelNotFoundError` (an `OSError`) naming what was tried, instead of a download with retries."""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ from transformers import AutoModel, AutoTokenizer, CLIPModel
 
 from .modeling.modeling_grmp_iqa import GRMPIQAModel
 from .modeling.modeling_mp_iqe import MPIQEModel
+from .provenance import TINY_BACKBONE, ModelNotFoundError, ModelSource, attach_source, resolve_model_source
 from .testing import tiny_clip
 
-TINY_BACKBONE = "tiny-random"
 MODEL_CLASSES = {"grmp_iqa": GRMPIQAModel, "mp_iqe": MPIQEModel}
+
+__all__ = ["TINY_BACKBONE", "MODEL_CLASSES", "ModelNotFoundError", "load_backbone", "build_model", "load_model"]
 
 
 def load_backbone(backbone: str = TINY_BACKBONE, seed: int = 0, revision: str | None = None):
@@ -19,6 +25,8 @@ def load_backbone(backbone: str = TINY_BACKBONE, seed: int = 0, revision: str | 
     Hub id / local directory in transformers format."""
     if backbone == TINY_BACKBONE:
         return tiny_clip(seed=seed)
+    source = resolve_model_source(backbone, revision, what="backbone")
+    revision = source.load_revision or revision
     return CLIPModel.from_pretrained(backbone, revision=revision), AutoTokenizer.from_pretrained(backbone, revision=revision)
 
 
@@ -33,10 +41,17 @@ def build_model(backbone: str = TINY_BACKBONE, method: str = "grmp_iqa", seed: i
         return MODEL_CLASSES[method].from_clip(clip, tokenizer, **config_overrides)
 
 
-def load_model(name_or_path: str, device=None, revision: str | None = None, trust_remote_code: bool = False):
+def load_model(name_or_path: str, device=None, revision: str | None = None, trust_remote_code: bool = False,
+               source: ModelSource | None = None):
     """Load a saved model (local directory or Hub id) in eval mode. Only safetensors weights are read;
-    remote code runs only with `trust_remote_code=True` (the package's own classes need none)."""
-    model = AutoModel.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    remote code runs only with `trust_remote_code=True` (the package's own classes need none).
+
+    `source` is the result of `resolve_model_source(name_or_path, revision)` when the caller has checked
+    the name already; it is recorded on the model for `provenance.collect(model)`."""
+    if source is None:
+        source = resolve_model_source(name_or_path, revision)
+    model = AutoModel.from_pretrained(name_or_path, revision=source.load_revision or revision,
+                                      trust_remote_code=trust_remote_code)
     if device is not None:
         model = model.to(device)
-    return model.eval()
+    return attach_source(model.eval(), source)

@@ -3,6 +3,12 @@
 `model.predict` is the strict API (a bad input raises); this module is what `grmp-iqa score` and
 `grmp-iqa evaluate` use over folders: images are decoded in a small thread pool while the model runs,
 and each file that cannot be read is reported with its reason.
+
+Output files (`write_rows`): JSON is an object `{"provenance": {...}, "predictions": [{"path", "score",
+"error"}, ...]}`; CSV is a plain table (`path,score,error`, readable by `pandas.read_csv` and `csv` as is)
+with its provenance in the sidecar file `<output>.json` (e.g. `scores.csv.json`).
+
+torch and the models are imported inside the functions: the CLI finds the files before it loads anything.
 """
 
 from __future__ import annotations
@@ -13,11 +19,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
-
-from .modeling.image_processing_iqa import ImageLoadError, load_image
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".pbm"}
@@ -51,6 +52,8 @@ def find_images(paths) -> list[str]:
 
 
 def _load_and_preprocess(processor, path: str):
+    from .modeling.image_processing_iqa import ImageLoadError, load_image
+
     try:
         return processor(load_image(path), return_tensors="pt")["pixel_values"][0], ""
     except ImageLoadError as err:
@@ -59,9 +62,11 @@ def _load_and_preprocess(processor, path: str):
         return None, f"{type(err).__name__}: {err}"
 
 
-@torch.no_grad()
 def score_files(model, files, batch_size: int = 32, device=None, num_workers: int = 2, progress: bool = True):
     """Score `files` with `model` (any model of this package). Returns one `ScoreRow` per file, in order."""
+    import torch
+    from tqdm.auto import tqdm
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     processor = model.image_processor
     was_training = model.training
@@ -81,7 +86,8 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
                 scores = {}
                 if good:
                     batch = torch.stack([loaded[i][0] for i in good]).to(device)
-                    values = model(pixel_values=batch).scores.float().cpu().tolist()
+                    with torch.no_grad():
+                        values = model(pixel_values=batch).scores.float().cpu().tolist()
                     scores = dict(zip(good, values))
                 for i, path in enumerate(chunk):
                     rows.append(ScoreRow(path=path, score=scores.get(i), error=loaded[i][1]))
@@ -92,9 +98,15 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
     return rows
 
 
-def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list] | None = None) -> None:
-    """Write rows as CSV (`.csv`) or JSON (`.json`: a list of objects), with optional extra columns
-    (name -> one value per row, e.g. the MOS)."""
+def sidecar_path(output) -> Path:
+    """Where the provenance of a CSV output goes: `scores.csv` -> `scores.csv.json`."""
+    return Path(f"{output}.json")
+
+
+def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list] | None = None,
+               provenance: dict | None = None) -> None:
+    """Write rows as CSV (`.csv`) or JSON (`.json`), with optional extra columns (name -> one value per
+    row, e.g. the MOS) and the `provenance` record (see the module docstring for where it goes)."""
     suffix = Path(output).suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ValueError(f"output must end in .csv or .json, got {output!r}")
@@ -103,7 +115,7 @@ def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
         with open(output, "w") as f:
-            json.dump(records, f, indent=1)
+            json.dump({"provenance": provenance, "predictions": records}, f, indent=1)
         return
     with open(output, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "score", "error", *extra_columns])
@@ -111,6 +123,11 @@ def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list]
         for record in records:
             record["score"] = "" if record["score"] is None else f"{record['score']:.6f}"
             writer.writerow(record)
+    sidecar = sidecar_path(output)
+    if provenance is not None:
+        sidecar.write_text(json.dumps({"provenance": provenance, "describes": Path(output).name}, indent=1))
+    elif sidecar.is_file():
+        sidecar.unlink()  # a stale record of an earlier run would describe these rows wrongly
 
 
 def format_table(rows: list[ScoreRow]) -> str:

@@ -33,6 +33,15 @@ class GRMPIQAConfig(PromptedCLIPConfig):
             prompt tokens pass through.
         visual_prompt_norm (`bool`, defaults to `True`): an extra LayerNorm over all tokens after the
             last block, before CLIP's `post_layernorm`.
+        visual_prompt_position (`str`, defaults to `"after_pre_layrnorm"`): where the first layer's prompts
+            join the sequence. The released code inserts them after CLIP's `pre_layrnorm` (`ln_pre`);
+            `"before_pre_layrnorm"` normalises them with the patches (this package before the fidelity change).
+        visual_prompt_norm_eps (`float`, defaults to 1e-6): eps of the extra LayerNorm (the released value);
+            `None` takes the vision tower's `layer_norm_eps` (1e-5; before the fidelity change).
+        visual_prompt_dropout_per_image (`bool`, defaults to `True`): an independent dropout mask per image,
+            as the released code (dropout after the batch expansion); `False` shares one mask per batch.
+            A config saved before these three fields existed loads with the old values
+            (`PRE_FIDELITY_DEFAULTS`), so old checkpoints score exactly as before.
         image_normalization (`str`, defaults to `"clip"`): `"clip"` or `"imagenet"` mean/std (the released
             GRMP-IQA code uses ImageNet statistics; CLIP's own are the correct default).
         image_mean, image_std (`list[float]`, *optional*): explicit statistics; override the name above.
@@ -40,7 +49,8 @@ class GRMPIQAConfig(PromptedCLIPConfig):
             backbone's `image_size`. Defaults to `round(image_size * 244 / 224)` (244 for 224 px).
         resize_mode (`str`, defaults to `"square"`): `"square"` (both sides to `resize_size`, as the
             released code) or `"shorter_side"` (aspect-preserving, as CLIP).
-        resample (`str`, defaults to `"bilinear"`).
+        resample (`str`, defaults to `"bilinear"`): `"nearest"`, `"bilinear"`, `"bicubic"`, `"lanczos"`
+            (Pillow, antialiased) or `"bicubic_no_antialias"` (the released code's `cv2.resize(INTER_CUBIC)`).
         prompt_input_ids (`list[list[int]]`): tokenized prompts with placeholder context tokens,
             written by `GRMPIQAModel.from_clip`, so a saved model needs no tokenizer to score.
         prompt_class_lengths (`list[int]`): number of tokens of each class name.

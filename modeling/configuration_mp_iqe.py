@@ -42,10 +42,11 @@ RECONSTRUCTION_NOTES: tuple[dict, ...] = (
     {
         "topic": "Visual prompts",
         "fields": ["num_visual_prompts", "visual_prompt_depth", "visual_prompt_dropout",
-                   "visual_prompt_projection", "visual_prompt_norm"],
-        "choice": "VPT-deep, the same implementation as GRMP-IQA: 100 tokens after CLS, replaced before every "
-                  "block, one shared Linear + dropout 0.1 on all prompt tokens, an extra LayerNorm after the "
-                  "last block",
+                   "visual_prompt_projection", "visual_prompt_norm", "visual_prompt_position",
+                   "visual_prompt_norm_eps", "visual_prompt_dropout_per_image"],
+        "choice": "VPT-deep, the same implementation as GRMP-IQA's released code: 100 tokens after CLS, inserted "
+                  "after CLIP's pre-LayerNorm and replaced before every block, one shared Linear + dropout 0.1 "
+                  "(a mask per image) on all prompt tokens, an extra LayerNorm (eps 1e-6) after the last block",
         "why": "the abstract says multi-layer prompts in the image encoder; the token count is not given",
     },
     {
@@ -150,7 +151,8 @@ class MPIQEConfig(PromptedCLIPConfig):
         class_specific_context (`bool`, defaults to `False`): one context per class (CoOp's CSC) instead of
             one per bank.
         num_visual_prompts, visual_prompt_depth, visual_prompt_dropout, visual_prompt_projection,
-            visual_prompt_norm: VPT-deep visual prompts, the same as [`GRMPIQAConfig`].
+            visual_prompt_norm, visual_prompt_position, visual_prompt_norm_eps, visual_prompt_dropout_per_image:
+            VPT-deep visual prompts, the same as [`GRMPIQAConfig`].
         fusion_hidden_size (`int`, *optional*): width of the multimodal encoder (default: CLIP's
             `projection_dim`).
         fusion_num_layers (`int`, defaults to 2): number of encoder layers.

@@ -13,6 +13,16 @@ from .image_processing_iqa import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_S
 
 NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+#: Where the first layer's visual prompts join the sequence: after CLIP's `pre_layrnorm` (the released GRMP-IQA
+#: `VPTVisionTransformer`), or before it (this package until the fidelity change: the prompts got normalised).
+VISUAL_PROMPT_POSITIONS = ("after_pre_layrnorm", "before_pre_layrnorm")
+#: The values a config saved before the fidelity change had implicitly. Such a config lacks these fields, and
+#: `from_dict` fills them in, so every existing checkpoint scores exactly as before.
+PRE_FIDELITY_DEFAULTS = {
+    "visual_prompt_position": "before_pre_layrnorm",
+    "visual_prompt_norm_eps": None,
+    "visual_prompt_dropout_per_image": False,
+}
 RESIZE_MODES = ("square", "shorter_side")
 # The released GRMP-IQA code resizes to 244x244 before cropping 224: keep that ratio for any size.
 RESIZE_RATIO = 244 / 224
@@ -36,6 +46,10 @@ class PromptedCLIPConfig(PreTrainedConfig):
     visual_prompt_dropout: float = 0.1
     visual_prompt_projection: bool = True
     visual_prompt_norm: bool = True
+    # the released architecture (see VISUAL_PROMPT_POSITIONS and PRE_FIDELITY_DEFAULTS)
+    visual_prompt_position: str = "after_pre_layrnorm"
+    visual_prompt_norm_eps: float | None = 1e-6  # None: the vision tower's layer_norm_eps
+    visual_prompt_dropout_per_image: bool = True  # False: one dropout mask shared by the whole batch
     # image preprocessing (the image processor is built from these: one source of truth)
     image_normalization: str = "clip"
     image_mean: list[float] | tuple[float, ...] | None = None
@@ -49,6 +63,13 @@ class PromptedCLIPConfig(PreTrainedConfig):
     # True in the config of a prompts-only checkpoint (`adapter_model.safetensors` + the base CLIP above)
     adapter_only: bool = False
     training_info: dict | None = None
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # A saved config that predates the released-architecture fields keeps its old behaviour.
+        if config_dict.get("model_type") and not any(key in config_dict for key in PRE_FIDELITY_DEFAULTS):
+            config_dict = {**PRE_FIDELITY_DEFAULTS, **config_dict}
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -66,6 +87,12 @@ class PromptedCLIPConfig(PreTrainedConfig):
                 f"visual_prompt_depth must be in [1, {num_layers}] (the vision tower's layers) or None, "
                 f"got {self.visual_prompt_depth}"
             )
+        if self.visual_prompt_position not in VISUAL_PROMPT_POSITIONS:
+            raise ValueError(
+                f"visual_prompt_position must be one of {VISUAL_PROMPT_POSITIONS}, got {self.visual_prompt_position!r}"
+            )
+        if self.visual_prompt_norm_eps is not None and not self.visual_prompt_norm_eps > 0:
+            raise ValueError(f"visual_prompt_norm_eps must be > 0 or None, got {self.visual_prompt_norm_eps}")
         if not 0.0 <= self.visual_prompt_dropout < 1.0:
             raise ValueError(f"visual_prompt_dropout must be in [0, 1), got {self.visual_prompt_dropout}")
         if self.image_mean is None or self.image_std is None:
@@ -109,4 +136,4 @@ class PromptedCLIPConfig(PreTrainedConfig):
         }
 
 
-__all__ = ["PromptedCLIPConfig"]
+__all__ = ["PRE_FIDELITY_DEFAULTS", "PromptedCLIPConfig", "VISUAL_PROMPT_POSITIONS"]

@@ -96,7 +96,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _RESIZE_MODES = ("square", "shorter_side")
-_RESAMPLE_NAMES = ("nearest", "bilinear", "bicubic", "lanczos")
+_RESAMPLE_NAMES = ("nearest", "bilinear", "bicubic", "lanczos", "bicubic_no_antialias")
+# Pillow antialiases when it downscales; the released GRMP-IQA code resizes with `cv2.resize(INTER_CUBIC)`,
+# which does not. torch's bicubic without antialiasing uses the same kernel (a = -0.75, half-pixel centres,
+# edge replication), so "bicubic_no_antialias" reproduces it without OpenCV (within 1 grey level: OpenCV
+# rounds through 11-bit fixed-point weights).
+_TORCH_RESAMPLE = {"bicubic_no_antialias": "bicubic"}
 _CROP_MODES = ("center", "random")
 _RETURN_TENSORS = ("pt", "np")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -394,6 +399,15 @@ def _check_stats(value: Any, name: str, positive: bool) -> list[float]:
     return values
 
 
+def _torch_resize(image: "Image.Image", size: tuple[int, int], mode: str) -> "Image.Image":
+    """Resize an RGB PIL image to `size` (width, height) with torch's `mode`, no antialiasing, rounded to uint8."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()).float().unsqueeze(0)
+    resized = torch.nn.functional.interpolate(pixels, size=(size[1], size[0]), mode=mode, align_corners=False,
+                                              antialias=False)
+    array = resized[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
 def _resample_name(value: Any) -> str:
     if Image is not None and isinstance(value, int) and not isinstance(value, bool):
         by_value = {
@@ -419,7 +433,8 @@ class IQAImageProcessor(BaseImageProcessor):
             `resize_size` x `resize_size` ignoring the aspect ratio (official GRMP-IQA code);
             `"shorter_side"` scales the shorter side to `resize_size`, keeping the aspect ratio.
         resample (`str`, defaults to `"bilinear"`): `"nearest"`, `"bilinear"`, `"bicubic"` or
-            `"lanczos"` (Pillow filters, antialiased when downscaling).
+            `"lanczos"` (Pillow filters, antialiased when downscaling), or `"bicubic_no_antialias"` (the
+            released GRMP-IQA code's `cv2.resize(..., INTER_CUBIC)`, computed with torch).
         image_mean (`list[float]`, defaults to `CLIP_MEAN`), image_std (`list[float]`, defaults to
             `CLIP_STD`): per-channel normalisation statistics on the [0, 1] scale.
         do_normalize (`bool`, defaults to `True`): if `False`, pixel values are only scaled to [0, 1].
@@ -481,6 +496,8 @@ class IQAImageProcessor(BaseImageProcessor):
         target = self.resized_size(*image.size)
         if target == image.size:
             return image
+        if self.resample in _TORCH_RESAMPLE:
+            return _torch_resize(image, target, _TORCH_RESAMPLE[self.resample])
         resample = getattr(Image.Resampling, self.resample.upper())
         return image.resize(target, resample=resample)
 

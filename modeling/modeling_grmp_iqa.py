@@ -87,16 +87,19 @@ class GRMPIQAModel(PromptedCLIPPreTrainedModel):
     def prompt_banks(self) -> dict[str, PromptBank]:
         return {"quality": PromptBank(self.text_context, self.config.prompt_input_ids, self.config.prompt_class_lengths)}
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def get_image_features(self, pixel_values: torch.Tensor, dropout_generators=None) -> torch.Tensor:
         """Projected, unnormalised image features through the prompted vision tower."""
-        return encode_prompted_image(self.clip, self.visual_prompts, pixel_values)
+        return encode_prompted_image(self.clip, self.visual_prompts, pixel_values, dropout_generators)
 
     def get_text_features(self) -> torch.Tensor:
         """Projected, unnormalised features of the quality prompts (cached at inference)."""
         return self.text_features("quality")
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> GRMPIQAOutput:
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
+                dropout_generators: list[torch.Generator] | None = None) -> GRMPIQAOutput:
+        """Score a batch. `labels` (quality in [0, 1]) adds the loss; `dropout_generators` (train mode) gives
+        each image its own visual-prompt dropout stream, so its masks do not depend on the batch it is in."""
+        image_embeds = F.normalize(self.get_image_features(pixel_values, dropout_generators), dim=-1)
         text_embeds = F.normalize(self.get_text_features(), dim=-1)
         logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.t().to(image_embeds.dtype)
         loss = quality_loss(logits, labels) if labels is not None else None

@@ -404,12 +404,13 @@ class MPIQEModel(PromptedCLIPPreTrainedModel):
 
     # ------------------------------------------------------------------ towers
 
-    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_image(self, pixel_values: torch.Tensor, dropout_generators=None) -> tuple[torch.Tensor, torch.Tensor]:
         """`(image_features, image_tokens)`: projected, unnormalised CLS features (B, projection_dim) and the
         last layer's tokens the queries attend to (B, N, D), as `fusion_image_tokens` /
-        `fusion_image_projection` ask."""
+        `fusion_image_projection` ask. `dropout_generators`: see `forward`."""
         clip, prompts = self.clip, self.visual_prompts
-        hidden = finish_vision(clip, prompts, run_vision_layers(clip, prompts, embed_image(clip, prompts, pixel_values)))
+        hidden = embed_image(clip, prompts, pixel_values, dropout_generators)
+        hidden = finish_vision(clip, prompts, run_vision_layers(clip, prompts, hidden, generators=dropout_generators))
         image_features = pool_image(clip, hidden)
         n_prompts = prompts.num_tokens if prompts is not None else 0
         if self.config.fusion_image_tokens == "patches":
@@ -438,6 +439,7 @@ class MPIQEModel(PromptedCLIPPreTrainedModel):
         labels: torch.Tensor | None = None,
         scene_labels: torch.Tensor | None = None,
         distortion_labels: torch.Tensor | None = None,
+        dropout_generators: list[torch.Generator] | None = None,
     ) -> MPIQEOutput:
         r"""
         Args:
@@ -448,12 +450,15 @@ class MPIQEModel(PromptedCLIPPreTrainedModel):
                 scene labels; a row of NaN marks an image without a scene label.
             distortion_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): distortion class
                 indices; -100 marks an image without a distortion label.
+            dropout_generators (`list[torch.Generator]`, *optional*): in train mode, one generator per image that
+                draws that image's visual-prompt dropout masks (reproducible however a batch is split up);
+                default: torch's global RNG.
 
         The loss sums the terms of the labels given; each term is a mean over the batch, where images without
         that label count zero.
         """
         config = self.config
-        image_features, image_tokens = self.encode_image(pixel_values)
+        image_features, image_tokens = self.encode_image(pixel_values, dropout_generators)
         text_features = self.get_text_features().to(image_features.dtype)
         hidden_states = self.multimodal_encoder(text_features, image_tokens)
         quality_logits, pooled = self.quality_head(hidden_states)

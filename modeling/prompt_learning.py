@@ -92,15 +92,20 @@ class DeepVisualPrompts(nn.Module):
     """VPT-deep prompt tokens for a ViT: one set of `num_tokens` tokens per prompted layer.
 
     All tokens pass through one shared projection and dropout; an optional extra LayerNorm is applied
-    to every token after the last block (before CLIP's `post_layernorm`).
+    to every token after the last block (before CLIP's `post_layernorm`). With `per_image_dropout` (the
+    released code: dropout acts on the batch-expanded tokens) every image gets its own dropout mask;
+    without it one mask is shared by the batch.
     """
 
-    def __init__(self, num_tokens, depth, width, patch_size, num_channels, dropout, projection, norm, eps):
+    def __init__(self, num_tokens, depth, width, patch_size, num_channels, dropout, projection, norm, eps,
+                 per_image_dropout: bool = True, after_pre_layrnorm: bool = True):
         super().__init__()
         self.embeddings = nn.Parameter(torch.empty(depth, num_tokens, width))
         self.projection = nn.Linear(width, width) if projection else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(width, eps=eps) if norm else nn.Identity()
+        self.per_image_dropout = per_image_dropout
+        self.after_pre_layrnorm = after_pre_layrnorm
         # VPT's uniform bound: Xavier over (patch pixels, width)
         self.init_bound = math.sqrt(6.0 / float(num_channels * patch_size * patch_size + width))
 
@@ -112,9 +117,22 @@ class DeepVisualPrompts(nn.Module):
     def num_tokens(self) -> int:
         return self.embeddings.shape[1]
 
-    def tokens(self, layer: int, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
-        prompts = self.dropout(self.projection(self.embeddings[layer]))
-        return prompts.to(dtype).unsqueeze(0).expand(batch_size, -1, -1)
+    def tokens(self, layer: int, batch_size: int, dtype: torch.dtype, generators=None) -> torch.Tensor:
+        """The prompt tokens of `layer` for a batch, (batch_size, num_tokens, width).
+
+        `generators` (training only): one `torch.Generator` per image that draws that image's dropout masks,
+        layer after layer, so that a sample's masks depend on its own key and never on the batch it is in.
+        """
+        prompts = self.projection(self.embeddings[layer])
+        if generators is not None and self.training and self.dropout.p > 0:
+            if len(generators) != batch_size:
+                raise ValueError(f"{len(generators)} dropout generators for a batch of {batch_size}")
+            keep = 1.0 - self.dropout.p
+            masks = torch.stack([torch.rand(prompts.shape, generator=g, device=g.device) < keep for g in generators])
+            return (prompts.unsqueeze(0) * masks.to(prompts.device, prompts.dtype) / keep).to(dtype)
+        if self.per_image_dropout:
+            return self.dropout(prompts.to(dtype).unsqueeze(0).expand(batch_size, -1, -1))
+        return self.dropout(prompts).to(dtype).unsqueeze(0).expand(batch_size, -1, -1)
 
     def reset_parameters(self):
         nn.init.uniform_(self.embeddings, -self.init_bound, self.init_bound)
@@ -140,7 +158,9 @@ def build_visual_prompts(config) -> DeepVisualPrompts | None:
         dropout=config.visual_prompt_dropout,
         projection=config.visual_prompt_projection,
         norm=config.visual_prompt_norm,
-        eps=vision.layer_norm_eps,
+        eps=config.visual_prompt_norm_eps or vision.layer_norm_eps,
+        per_image_dropout=config.visual_prompt_dropout_per_image,
+        after_pre_layrnorm=config.visual_prompt_position == "after_pre_layrnorm",
     )
 
 
@@ -169,25 +189,33 @@ def encode_text_embeddings(clip, token_embeds: torch.Tensor, input_ids: torch.Te
 # ----------------------------------------------------------------------------------------------
 
 
-def embed_image(clip, prompts: DeepVisualPrompts | None, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Patch + position embeddings, the first layer's prompt tokens after CLS, CLIP's `pre_layrnorm`."""
+def embed_image(clip, prompts: DeepVisualPrompts | None, pixel_values: torch.Tensor, generators=None) -> torch.Tensor:
+    """Patch + position embeddings, CLIP's `pre_layrnorm`, and the first layer's prompt tokens after CLS:
+    inserted after the norm (the released `VPTVisionTransformer`), or before it for configs saved before the
+    fidelity change (`visual_prompt_position="before_pre_layrnorm"`)."""
     vision = clip.vision_model
     hidden = vision.embeddings(pixel_values)
-    if prompts is not None:
-        hidden = torch.cat([hidden[:, :1], prompts.tokens(0, hidden.shape[0], hidden.dtype), hidden[:, 1:]], dim=1)
-    return vision.pre_layrnorm(hidden)
+    if prompts is None:
+        return vision.pre_layrnorm(hidden)
+    after = prompts.after_pre_layrnorm
+    if after:
+        hidden = vision.pre_layrnorm(hidden)
+    tokens = prompts.tokens(0, hidden.shape[0], hidden.dtype, generators)
+    hidden = torch.cat([hidden[:, :1], tokens, hidden[:, 1:]], dim=1)
+    return hidden if after else vision.pre_layrnorm(hidden)
 
 
-def run_vision_layers(clip, prompts, hidden: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+def run_vision_layers(clip, prompts, hidden: torch.Tensor, start: int = 0, end: int | None = None,
+                      generators=None) -> torch.Tensor:
     """Vision blocks `start .. end-1`; before each prompted block after the first, its own prompts replace
-    the previous layer's prompt outputs."""
+    the previous layer's prompt outputs (`generators`: per-image dropout streams, see `DeepVisualPrompts`)."""
     layers = clip.vision_model.encoder.layers
     end = len(layers) if end is None else end
     for index in range(start, end):
         if prompts is not None and 0 < index < prompts.depth:
             n = prompts.num_tokens
             hidden = torch.cat(
-                [hidden[:, :1], prompts.tokens(index, hidden.shape[0], hidden.dtype), hidden[:, 1 + n :]], dim=1
+                [hidden[:, :1], prompts.tokens(index, hidden.shape[0], hidden.dtype, generators), hidden[:, 1 + n :]], dim=1
             )
         hidden = layers[index](hidden, None)
     return hidden
@@ -203,7 +231,8 @@ def pool_image(clip, hidden: torch.Tensor) -> torch.Tensor:
     return clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 0]))
 
 
-def encode_prompted_image(clip, prompts, pixel_values: torch.Tensor) -> torch.Tensor:
+def encode_prompted_image(clip, prompts, pixel_values: torch.Tensor, generators=None) -> torch.Tensor:
     """Projected image features with visual prompts (exactly `CLIPModel.get_image_features` without)."""
-    hidden = run_vision_layers(clip, prompts, embed_image(clip, prompts, pixel_values))
+    hidden = embed_image(clip, prompts, pixel_values, generators)
+    hidden = run_vision_layers(clip, prompts, hidden, generators=generators)
     return pool_image(clip, finish_vision(clip, prompts, hidden))

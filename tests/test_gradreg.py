@@ -113,16 +113,37 @@ def _images(n, seed=0, size=(80, 90)):
     return [Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)) for _ in range(n)], rng.random(n)
 
 
-@pytest.mark.parametrize("mode", ["qgr", "prograd"])
-def test_qgr_step_matches_independent_reference(mode):
+def grouped_formula(names, g_d, g_g, lam, prograd, fused):
+    """The rule per unit: with `fused`, each layer's q/k/v weights (and biases) are one unit, as OpenAI CLIP's
+    fused `in_proj` tensors: the rule is applied to their concatenation and the result split back."""
+    units = {}
+    for i, name in enumerate(names):
+        key = name.replace("q_proj", "in_proj").replace("k_proj", "in_proj").replace("v_proj", "in_proj") if fused else name
+        units.setdefault(key, []).append(i)
+    out = [None] * len(names)
+    for members in units.values():
+        d = np.concatenate([g_d[i].double().numpy().ravel() for i in members])
+        g = np.concatenate([g_g[i].double().numpy().ravel() for i in members])
+        projected, offset = formula(d, g, lam, prograd), 0
+        for i in members:
+            n = g_d[i].numel()
+            out[i] = torch.from_numpy(projected[offset : offset + n].reshape(g_d[i].shape))
+            offset += n
+    return out
+
+
+@pytest.mark.parametrize("mode,grouping", [("qgr", "fused_qkv"), ("qgr", "per_tensor"), ("prograd", "fused_qkv")])
+def test_qgr_step_matches_independent_reference(mode, grouping):
     """One step of the trainer (SGD, no decay: the update is lr x the direction) against G_d from the model's
-    own forward/loss and G_g from transformers' CLIP text tower + a separate teacher CLIPModel."""
+    own forward/loss and G_g from transformers' CLIP text tower + a separate teacher CLIPModel, with the rule
+    applied per OpenAI-CLIP tensor (q/k/v fused) or per transformers tensor."""
     lam, seed = 5.0, 0
     lr = 1e3  # a large step, so that the rounding of parameter + update is far below the update
     images, labels = _images(6)
     model = build_model("tiny-random", seed=seed).double()  # float64 end to end: tight tolerances
     trainer = FewShotTrainer(model, images, labels, qgr_lambda=lam, projection=mode, top_k=2, augment=False,
-                             learning_rate=lr, weight_decay=0.0, progress=False)
+                             learning_rate=lr, weight_decay=0.0, progress=False, grouping=grouping,
+                             prompt_dropout=False)
     names, params = trainer.names, trainer.params
     before = [p.detach().clone() for p in params]
     pixels = trainer.images.batch(range(6)).double()
@@ -151,8 +172,11 @@ def test_qgr_step_matches_independent_reference(mode):
     g_g = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
     model.zero_grad(set_to_none=True)
 
-    expected = [torch.from_numpy(formula(a.double().numpy(), b.double().numpy(), lam, mode == "prograd"))
-                for a, b in zip(g_d, g_g)]
+    expected = grouped_formula(names, g_d, g_g, lam, mode == "prograd", grouping == "fused_qkv")
+    if grouping == "fused_qkv":  # the two rules differ on this step (else the test could not tell them apart)
+        per_tensor = grouped_formula(names, g_d, g_g, lam, mode == "prograd", False)
+        assert max(float((a - b).abs().max()) for a, b in zip(expected, per_tensor)) > 1e-3 * max(
+            float(e.abs().max()) for e in expected)
     stats = trainer.train_step(list(range(6)), epoch=0)
     update = [(b - p.detach()).double() / lr for b, p in zip(before, params)]
     # A key-projection bias has a true gradient of 0 (softmax ignores it): there both sides project rounding
@@ -171,7 +195,7 @@ def test_qgr_step_matches_independent_reference(mode):
 def test_qgr_step_losses_are_the_model_losses():
     images, labels = _images(5, seed=1)
     model = build_model("tiny-random", seed=1)
-    trainer = FewShotTrainer(model, images, labels, top_k=1, augment=False, progress=False)
+    trainer = FewShotTrainer(model, images, labels, top_k=1, augment=False, progress=False, prompt_dropout=False)
     pixels = trainer.images.batch(range(5))
     with torch.no_grad():
         expected = float(model(pixel_values=pixels, labels=torch.tensor(labels, dtype=torch.float32)).loss)

@@ -132,7 +132,8 @@ def test_evaluate_push_then_remote_code_and_offline_give_identical_scores(hub, l
     expected = np.array([p["score"] for p in report["predictions"]])
 
     env = hub_env(hub, tmp_path / "hf_home")
-    pushed = cli(["push", str(tmp_path / "model"), "--repo-id", "org/grmp-tiny", "--report", str(report_path)], env)
+    pushed = cli(["push", str(tmp_path / "model"), "--repo-id", "org/grmp-tiny", "--report", str(report_path),
+                  "--dataset-id", "org/tiny-iqa"], env)
     assert "pushed" in pushed.stdout and "org/grmp-tiny@" in pushed.stdout
 
     remote = hub.files("org/grmp-tiny")
@@ -143,10 +144,15 @@ def test_evaluate_push_then_remote_code_and_offline_give_identical_scores(hub, l
     card = card_of(hub, "org/grmp-tiny")
     meta = card.data.to_dict()
     assert meta["library_name"] == "transformers" and "image-quality-assessment" in meta["tags"]
-    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["imagefolder"]
-    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert values["srcc"] == report["srcc"] and values["plcc"] == report["plcc"]
-    assert values["plcc_logistic"] == report["plcc_logistic"]
+    assert meta["license"] == "apache-2.0" and meta["datasets"] == ["org/tiny-iqa"]
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert {(r.metric_type, r.metric_name) for r in card.data.eval_results} <= set(HUB_METRICS)
+    assert all(r.dataset_type == "org/tiny-iqa" for r in card.data.eval_results)
+    assert values["SRCC"] == report["srcc"] and values["PLCC"] == report["plcc"]
+    if report["plcc_logistic_fit"] == "ok":
+        assert values["PLCC after logistic fit"] == report["plcc_logistic"]
+    else:  # 8 images of noise for a tiny random model: the fit may well be degenerate
+        assert "PLCC after logistic fit" not in values and report["plcc_logistic_fit_reason"] in card.text
     assert "GRMP-IQA" in card.text and "trust_remote_code=True" in card.text and "li2025grmpiqa" in card.text
     assert f"{report['srcc']:.4f}" in card.text
     published = json.loads(remote["report.json"])
@@ -334,38 +340,102 @@ def test_offline_from_a_hand_built_cache(tmp_path, labelled_folder):
                OMP_NUM_THREADS="1")
     out = tmp_path / "scores.json"
     cli(["score", *images, "--model", "org/cached", "--output", str(out), "--quiet"], env)
-    np.testing.assert_allclose([r["score"] for r in json.loads(out.read_text())], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose([r["score"] for r in json.loads(out.read_text())["predictions"]], expected, rtol=0,
+                               atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- cards
 
 
-def fewshot_report(srcc_values):
+HUB_METRICS = (("spearmanr", "SRCC"), ("pearsonr", "PLCC"), ("pearsonr", "PLCC after logistic fit"))
+
+
+def fewshot_report(srcc_values, fits=None):
+    fits = fits or ["ok"] * len(srcc_values)
     splits = [{"index": i, "srcc": s, "plcc": s + 0.01, "plcc_logistic": s + 0.02, "krcc": s - 0.1, "rmse": 0.2,
-               "n_test": 100} for i, s in enumerate(srcc_values)]
+               "n_test": 100, "plcc_logistic_fit": fit, "plcc_logistic_fit_reason": f"reason {i}"}
+              for i, (s, fit) in enumerate(zip(srcc_values, fits))]
     median = {k: float(np.median([s[k] for s in splits])) for k in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")}
     return {"num_splits": len(splits), "median": median, "mean": median, "selection": "last", "splits": splits,
             "method": "grmp_iqa", "config": {"dataset": "livec", "dataset_name": "livec", "num_images": 50,
                                              "data_dir": "/home/me/data"}}
 
 
+def front_matter(card) -> dict:
+    return yaml.safe_load(str(card).split("---", 2)[1])
+
+
 def test_card_from_a_fewshot_report_uses_the_median(tiny):
     model = MPIQEModel.from_clip(*tiny, num_visual_prompts=2)
     report = fewshot_report([0.61, 0.7, 0.55, 0.8, 0.66])
     card = render_model_card(model, "org/mpiqe", report=report, license="mit")
-    values = {r.metric_type: r.metric_value for r in card.data.eval_results}
-    assert values == {"srcc": 0.66, "plcc": 0.67, "plcc_logistic": 0.68}
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values == {"SRCC": 0.66, "PLCC": 0.67, "PLCC after logistic fit": 0.68}
+    assert [(r.metric_type, r.metric_name) for r in card.data.eval_results] == list(HUB_METRICS)
     result = card.data.eval_results[0]
     assert result.dataset_type == "livec" and result.dataset_name == "LIVE In the Wild Challenge" or result.dataset_name
     assert "median over 5 random splits" in result.metric_config
-    assert card.data.to_dict()["license"] == "mit" and card.data.to_dict()["datasets"] == ["livec"]
+    meta = card.data.to_dict()
+    assert meta["license"] == "mit" and "datasets" not in meta  # no Hub dataset id given: none invented
     assert "MP-IQE" in card.text and "pan2024mpiqe" in card.text and "| Topic | Our choice |" in card.text
     assert "Test checkpoint" in card.text  # built on tiny-random
     assert "ghadiyaram" in card.text.lower()  # the dataset's citation
-    front = yaml.safe_load(str(card).split("---", 2)[1])
-    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.66
+    front = front_matter(card)
+    metrics = front["model-index"][0]["results"][0]["metrics"]
+    assert metrics[0] == {"type": "spearmanr", "value": 0.66, "name": "SRCC", "config": result.metric_config}
+    assert [m["type"] for m in metrics] == ["spearmanr", "pearsonr", "pearsonr"]
+    assert "datasets" not in front
+    assert "| 0.6800 | 0.5600 | 0.2000 |" in card.text  # logistic PLCC, KRCC, RMSE in the table
+    assert "not ok" not in card.text
     assert "\n\n\n" not in str(card)
     assert public_report(report)["config"] == {"dataset": "livec", "dataset_name": "livec", "num_images": 50}
+
+
+def test_card_datasets_hold_only_hub_dataset_ids(tiny):
+    model = GRMPIQAModel.from_clip(*tiny)
+    report = fewshot_report([0.6, 0.7, 0.8])
+    card = render_model_card(model, "org/m", report=report, datasets=["org/livec-mirror", "org/livec-mirror"])
+    front = front_matter(card)
+    assert front["datasets"] == ["org/livec-mirror"]
+    # the evaluation data's Hub id is the model-index's dataset type too
+    assert front["model-index"][0]["results"][0]["dataset"]["type"] == "org/livec-mirror"
+    for bad, words in (("livec", "loader name"), ("imagefolder", "loader name"), ("a/b/c", "ORG/NAME"),
+                       ("org/bad name", "ORG/NAME")):
+        with pytest.raises(ValueError, match=words) as err:
+            render_model_card(model, "org/m", report=report, datasets=[bad])
+        assert repr(bad) in str(err.value) or bad in str(err.value)
+
+
+@pytest.mark.parametrize("fits", [["ok", "degenerate", "ok"], ["ok", None, "ok"]])
+def test_protocol_card_without_a_logistic_fit_in_every_split_publishes_no_logistic_plcc(tiny, fits):
+    model = GRMPIQAModel.from_clip(*tiny)
+    report = fewshot_report([0.6, 0.7, 0.8], fits=fits)
+    if fits[1] is None:  # an older report: the fit is not recorded
+        del report["splits"][1]["plcc_logistic_fit"]
+    card = render_model_card(model, "org/m", report=report)
+    names = [r.metric_name for r in card.data.eval_results]
+    assert names == ["SRCC", "PLCC"]
+    assert "PLCC after logistic fit" not in str(front_matter(card))
+    assert f"| {0.7:.4f} | {0.71:.4f} | n/a | {0.6:.4f} | n/a |" in card.text  # no logistic PLCC, no RMSE
+    assert "not ok in 1 of 3 splits" in card.text
+    assert ("degenerate" if fits[1] else "not recorded") in card.text
+
+
+@pytest.mark.parametrize("fit", ["ok", "degenerate", "skipped", None])
+def test_evaluate_card_publishes_the_logistic_plcc_only_when_the_fit_is_ok(tiny, fit):
+    model = GRMPIQAModel.from_clip(*tiny)
+    report = {"srcc": -0.27, "plcc": -0.34, "plcc_logistic": -0.35, "krcc": -0.2, "rmse": 12.5, "n": 20,
+              "dataset": "livec", "dataset_name": "LIVE In the Wild Challenge", "num_failed": 0}
+    if fit is not None:
+        report.update(plcc_logistic_fit=fit, plcc_logistic_fit_reason="because of the test")
+    card = render_model_card(model, "org/m", report=report)
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["SRCC"] == -0.27 and values["PLCC"] == -0.34
+    if fit == "ok":
+        assert values["PLCC after logistic fit"] == -0.35 and "| -0.3500 |" in card.text and "| 12.5000 |" in card.text
+    else:
+        assert "PLCC after logistic fit" not in values and "12.5000" not in card.text and "-0.3500" not in card.text
+        assert ("because of the test" if fit else "does not record how the logistic fit went") in card.text
 
 
 def test_report_results_rejects_other_json():

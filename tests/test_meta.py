@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from grmp_iqa_hf.modeling import GRMPIQAModel
 from grmp_iqa_hf.training.common import trainable_parameters
 from grmp_iqa_hf.training.meta import (
-    MetaPretrainArguments, MetaTaskSampler, build_tasks, meta_gradients, official_meta_gradients,
+    MetaPretrainArguments, MetaTaskSampler, build_tasks, meta_gradients, official_phase,
     run_meta_pretraining, split_holdout,
 )
 
@@ -166,12 +166,12 @@ def test_meta_gradients_validate_inputs(meta_model):
 def test_official_task_model_is_never_reset(meta_model):
     params = trainable_parameters(meta_model)
     task_params = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
-    opt = torch.optim.Adam(list(task_params.values()), lr=1e-2)
-    tasks = _tasks()
-    official_meta_gradients(meta_model, task_params, opt, tasks)
+    tasks = [([support], [query]) for support, query in _tasks()]
+    _, opt = official_phase(meta_model, task_params, None, tasks, inner_lr=1e-2)
     after_first = {n: p.detach().clone() for n, p in task_params.items()}
     assert any(not torch.equal(after_first[n], params[n]) for n in params)
-    grads = official_meta_gradients(meta_model, task_params, opt, tasks)
+    grads, carried = official_phase(meta_model, task_params, opt, tasks, inner_lr=1e-2)
+    assert carried is opt  # the first source's phase keeps its Adam (the released TID2013 phase)
     # the second call starts where the first ended (never reset to theta), and keeps moving
     assert any(not torch.equal(after_first[n], task_params[n]) for n in params)
     # theta - mean of the per-task snapshots: theta itself untouched by the task model

@@ -219,3 +219,27 @@ def test_columns_round_trip():
         splits_from_columns({"split_0": ["train", "bogus"]})
     with pytest.raises(ValueError):
         splits_to_columns(splits, 10)
+
+
+def test_released_splits_reproduce_the_released_numpy_calls():
+    """`--paper-mode` splits: the released finetune.py seeds numpy's global generator once (setup_seed(2024)),
+    then per split shuffles the SAME index array again and draws N of the first 80% with np.random.choice."""
+    from grmp_iqa_hf.evaluation.protocol import released_splits
+
+    n, num_images = 627, 50
+    ours = released_splits(n, num_images=num_images, num_splits=10, seed=2024)
+    state = np.random.get_state()
+    try:
+        np.random.seed(2024)  # what the released setup_seed does to numpy
+        ind = np.arange(0, n)
+        for split in ours:
+            np.random.shuffle(ind)
+            cut = int(len(ind) * 0.8)
+            train = np.random.choice(ind[:cut], size=num_images, replace=False)
+            assert np.array_equal(split.train, np.sort(train))
+            assert np.array_equal(split.test, np.sort(ind[cut:]))
+    finally:
+        np.random.set_state(state)
+    assert len({tuple(s.test) for s in ours}) == 10  # the accumulated shuffles give 10 different test sets
+    with pytest.raises(ValueError, match="pool has only"):
+        released_splits(10, num_images=9)

@@ -22,8 +22,9 @@ Methods (`METHODS`):
 
 Model selection never looks at the test set: "last" (the fixed schedule of `epochs`) or "val" (best
 SRCC on `val_images` images of the training pool that are not training images). `paper_mode` reproduces
-the released code's choices instead (ImageNet normalisation, 244x244 resize with random 224 crops, the
-best test-set epoch), and the report says so (`selection: "best_test"`, `paper_mode`).
+every choice of the released `finetune.py` instead (`PAPER_MODE` lists them: its splits, resize, crops,
+labels, evaluation cadence, test-set selection, learning-rate rule, fp16 autocast, scene prompts), and
+the report labels each one as the released protocol (`paper_mode_choices`, `selection: "best_test"`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from ..models import TINY_BACKBONE, load_backbone
 from ..training.common import make_accelerator, reduce_sum, seed_for
 from ..training.data import ImageCache
 from ..training.finetune import finetune, resolve_tokenizer
-from .protocol import load_labelled_dataset, protocol_report, protocol_splits, select_rows, split_record
+from .protocol import (
+    load_labelled_dataset, protocol_report, protocol_splits, released_splits, select_rows, split_record,
+)
 
 METHODS = ("grmp_iqa", "grmp_iqa_no_meta", "finetune_no_qgr", "coop", "zero_shot_clip_iqa")
 BASELINES = METHODS[1:]
@@ -58,12 +61,32 @@ STRUCTURE_FIELDS = ("n_ctx", "ctx_init", "ctx_init_std", "quality_classes", "cla
 #: one-word context placed after the class word ("front" layout), no visual prompts.
 CLIP_IQA_PROMPTS = {"quality_classes": ["good", "bad"], "ctx_init": "photo", "class_token_position": "front",
                     "prompt_suffix": ".", "num_visual_prompts": 0}
+#: Every choice of the released `finetune.py` that `--paper-mode` reproduces, as written into report.json
+#: (`paper_mode_choices`). Each is the released protocol, not this package's recommendation.
 PAPER_MODE = {
-    "image_normalization": "imagenet (the released code's; CLIP's own statistics are the correct default)",
-    "resize": "square resize to 244/224 of the crop size (244x244 for 224 px), then random crops + flips for "
-              "training and the centre crop for testing",
-    "selection": "best_test: each split reports the epoch with the best test SRCC (model selection on the test "
-                 "set, as the released code; optimistic)",
+    "splits": "released protocol: numpy seeded once with --seed (2024), the same index array shuffled again for "
+              "each split (cumulative), first 80% the pool, N drawn with np.random.choice; rows, not references",
+    "resize": "released protocol: square resize to 244x244 (244/224 of the crop) with cv2.resize(INTER_CUBIC), "
+              "no antialiasing (torch bicubic, within 1 grey level)",
+    "image_normalization": "released protocol: ImageNet mean/std (CLIP's own statistics are the correct default)",
+    "training_crops": "released protocol: one crop offset per batch from torch.manual_seed(steps_per_epoch * "
+                      "epoch + batch) and randint(20, (3,)), flipped when the left offset < 10; test: centre [10:234]",
+    "labels": "released protocol: training labels min-max scaled within the N training images",
+    "prompt_dropout": "released protocol: train mode, the frozen visual prompts' dropout active",
+    "scene_prompts": "released protocol: 'a photo of a still_life' tokenized as written",
+    "qgr_units": "released protocol: the rule per OpenAI CLIP tensor (q/k/v fused)",
+    "evaluation": "released protocol: the test split scored before training and every 5 epochs",
+    "selection": "best_test: released protocol: each split reports its best test PLCC+SRCC over those "
+                 "evaluations (model selection on the test set: optimistic)",
+    "learning_rate": "released protocol: x0.3 after more than 5 evaluations without a new best test score "
+                     "(past epoch 10), training stops when the rate falls below 5e-7; up to 2000 epochs",
+    "precision": "released protocol: fp16 autocast on the forward passes, no loss scaling",
+}
+PAPER_MODE_TRAINING = {
+    "batch_crops": True, "crop_pool": None, "prompt_dropout": True, "grouping": "fused_qkv",
+    "literal_scene_names": True, "eval_before_training": True, "eval_every": 5, "select_metric": "plcc+srcc",
+    "lr_decay_rule": "released", "lr_decay_patience": 5, "lr_decay_factor": 0.3, "stop_below_lr": 5e-7,
+    "mixed_precision": "fp16",
 }
 
 
@@ -81,9 +104,11 @@ class FewShotConfig:
     train_fraction: float | None = None
     num_splits: int = 10
     seed: int = 2024
-    epochs: int = 100
+    epochs: int | None = None  # 100; 2000 with paper_mode (the released maximum)
     qgr_lambda: float = 5.0
     projection: str = "qgr"
+    grouping: str = "fused_qkv"
+    prompt_dropout: bool = True
     top_k_blocks: int = 4
     learning_rate: float = 1e-3
     coop_learning_rate: float | None = None
@@ -97,8 +122,9 @@ class FewShotConfig:
     lr_decay_factor: float = 0.3
     val_images: int = 0
     selection: str | None = None
-    eval_every: int = 10
+    eval_every: int | None = None  # 10; 5 with paper_mode
     paper_mode: bool = False
+    mixed_precision: str | None = None  # "fp16" with paper_mode
     save_model: bool = False
     checkpointing_steps: int | None = None
     resume_from_checkpoint: str | None = None
@@ -117,6 +143,26 @@ class FewShotConfig:
             raise ValueError("selection 'val' needs --val-images > 0 (a validation set from the training pool)")
         return selection
 
+    def resolved_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else (2000 if self.paper_mode else 100)
+
+    def training_options(self) -> dict:
+        """The fine-tuning options every method shares (`training.finetune` keywords)."""
+        options = dict(
+            projection=self.projection, grouping=self.grouping, prompt_dropout=self.prompt_dropout,
+            weight_decay=self.weight_decay, momentum=self.momentum, batch_size=self.batch_size,
+            micro_batch_size=self.micro_batch_size, augment=self.augment, crop_pool=self.crop_pool,
+            lr_decay_patience=self.lr_decay_patience, lr_decay_factor=self.lr_decay_factor,
+            eval_every=self.eval_every or 10, cache_trunk=self.cache_trunk, max_cache_gib=self.max_cache_gib,
+            mixed_precision=self.mixed_precision,
+        )
+        if self.paper_mode:
+            options.update(PAPER_MODE_TRAINING)
+            options["eval_every"] = self.eval_every or PAPER_MODE_TRAINING["eval_every"]
+            if self.mixed_precision is not None:  # an explicit choice wins (e.g. "no" on a CPU)
+                options["mixed_precision"] = self.mixed_precision
+        return options
+
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
@@ -127,8 +173,11 @@ class FewShotConfig:
             raise ValueError("give --backbone (tiny-random, a CLIP id or directory) or --model (a GRMPIQAModel directory)")
         if self.num_images is not None and self.train_fraction is not None:
             raise ValueError("give --num-images (N-shot) or --train-fraction (data efficiency), not both")
-        if self.epochs < 0 or self.num_splits < 1:
+        if self.resolved_epochs() < 0 or self.num_splits < 1:
             raise ValueError(f"epochs must be >= 0 and num_splits >= 1, got {self.epochs}, {self.num_splits}")
+        if self.paper_mode and (self.train_fraction is not None or self.val_images):
+            raise ValueError("--paper-mode reproduces the released N-shot protocol: --train-fraction and "
+                             "--val-images do not apply")
         self.resolved_selection()
 
 
@@ -154,7 +203,11 @@ class _ModelFactory:
         self.config = config
         self.meta_config = None
         if config.model is not None:
-            meta = GRMPIQAModel.from_pretrained(config.model)
+            from ..provenance import resolve_model_source
+
+            # checked once, up front: a missing folder or Hub id is one clear error, not a retry loop
+            self.model_revision = resolve_model_source(config.model).load_revision
+            meta = GRMPIQAModel.from_pretrained(config.model, revision=self.model_revision)
             self.clip = meta.clip
             self.tokenizer = resolve_tokenizer(meta) if config.backbone is None else _tokenizer(config.backbone)
             self.meta_config = meta.config
@@ -168,7 +221,8 @@ class _ModelFactory:
         if self.config.paper_mode:
             image_size = self.clip.config.vision_config.image_size
             overrides.update(image_normalization="imagenet", image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-                             resize_mode="square", resize_size=round(image_size * 244 / 224))
+                             resize_mode="square", resize_size=round(image_size * 244 / 224),
+                             resample="bicubic_no_antialias")
         return overrides
 
     def fresh(self, **overrides) -> GRMPIQAModel:
@@ -184,7 +238,7 @@ class _ModelFactory:
 
     def starting_model(self, method: str) -> GRMPIQAModel:
         if method in ("grmp_iqa", "finetune_no_qgr") and self.config.model is not None:
-            model = GRMPIQAModel.from_pretrained(self.config.model)
+            model = GRMPIQAModel.from_pretrained(self.config.model, revision=self.model_revision)
             if self.config.paper_mode:
                 for key, value in self._paper({}).items():
                     setattr(model.config, key, value)
@@ -290,10 +344,16 @@ def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
         caches = {k: _SubsetCache(c, keep) for k, c in caches.items()}
     del probe
 
-    splits = protocol_splits(data, num_images=config.num_images, train_fraction=config.train_fraction,
-                             num_splits=config.num_splits, seed=config.seed, val_images=config.val_images)
+    if config.paper_mode:
+        splits = released_splits(len(data), num_images=config.num_images, num_splits=config.num_splits,
+                                 seed=config.seed)
+    else:
+        splits = protocol_splits(data, num_images=config.num_images, train_fraction=config.train_fraction,
+                                 num_splits=config.num_splits, seed=config.seed, val_images=config.val_images)
     base_config = {
         **_json_safe(dataclasses.asdict(config)),
+        "epochs": config.resolved_epochs(),
+        "training_options": _json_safe(config.training_options()),
         "selection": selection,
         "num_processes": accelerator.num_processes,
         "dataset_name": data.name,
@@ -305,6 +365,8 @@ def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
                            "fresh prompts around --backbone (no --model given: the same as grmp_iqa_no_meta)"),
         "excluded_images": excluded,
         "paper_mode_choices": PAPER_MODE if config.paper_mode else None,
+        "label_scaling": ("released protocol: min-max within each split's training images" if config.paper_mode
+                          else data.label_note),
     }
     jobs = [(m, s) for m in config.methods for s in splits]
     bar = tqdm(total=len(jobs), desc="Few-shot protocol", unit="split", disable=not (config.progress and is_main))
@@ -369,32 +431,34 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
             resume = config.resume_from_checkpoint
             if resume != "latest" and split_dir.resolve() not in Path(resume).resolve().parents:
                 resume = "latest"  # a checkpoint path belongs to one split; the others continue their latest
+        train_labels = data.labels[split.train]
+        if config.paper_mode:  # the released `normalization()`: min-max within the training images
+            low, high = float(train_labels.min()), float(train_labels.max())
+            train_labels = (train_labels - low) / (high - low) if high > low else np.full_like(train_labels, 0.5)
+        options = config.training_options()
         history = finetune(
-            model, cache, data.labels[split.train], indices=split.train, epochs=config.epochs,
+            model, cache, train_labels, indices=split.train, epochs=config.resolved_epochs(),
             seed=seed_for(config.seed, split.index), accelerator=accelerator, progress=config.progress,
             output_dir=split_dir, checkpointing_steps=config.checkpointing_steps, resume_from_checkpoint=resume,
-            projection=config.projection, weight_decay=config.weight_decay, momentum=config.momentum,
-            batch_size=config.batch_size, micro_batch_size=config.micro_batch_size, augment=config.augment,
-            crop_pool=config.crop_pool, lr_decay_patience=config.lr_decay_patience,
-            lr_decay_factor=config.lr_decay_factor, eval_sets=eval_sets, select_on=select_on,
-            eval_every=config.eval_every, tokenizer=factory.tokenizer, cache_trunk=config.cache_trunk,
-            max_cache_gib=config.max_cache_gib, **training,
+            eval_sets=eval_sets, select_on=select_on, tokenizer=factory.tokenizer, **options, **training,
         )
         _write_json(split_dir / "history.json", list(history), accelerator.is_main_process)
         extra.update(
-            epochs=config.epochs, selected_epoch=history.selected_epoch,
-            final_train_loss=history[-1]["loss"] if history else None,
+            epochs=config.resolved_epochs(), selected_epoch=history.selected_epoch,
+            final_train_loss=history[-1].get("loss") if history else None,
+            stopped_early=getattr(history, "stopped", None),
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         )
         if selection == "best_test":
             extra["selected_test_srcc_during_training"] = (history.selected_metrics or {}).get("test_srcc")
+            extra["selected_test_plcc_during_training"] = (history.selected_metrics or {}).get("test_plcc")
     test_scores = score_rows(model, cache, split.test, accelerator)
     record = split_record(split, data, test_scores, **extra, seconds=round(time.perf_counter() - started, 2))
     if config.save_model and training is not None:
         model.config.training_info = {
             "stage": "few-shot fine-tuning", "method": method, "split": split.index, "dataset": data.name,
             "train_images": record["train"], "qgr_lambda": training["qgr_lambda"], "top_k": training["top_k"],
-            "epochs": config.epochs, "selection": extra["selection"], "paper_mode": config.paper_mode,
+            "epochs": config.resolved_epochs(), "selection": extra["selection"], "paper_mode": config.paper_mode,
         }
         model.save_pretrained(split_dir / "model", is_main_process=accelerator.is_main_process)
         record["model_dir"] = str(split_dir / "model")

@@ -47,8 +47,10 @@ def load_labelled_dataset(data_dir, dataset: str = "imagefolder", **load_options
     """Load a dataset and map its scores to [0, 1], higher = better.
 
     The registry's nominal score range is used when the dataset is known; otherwise (e.g. a plain
-    imagefolder) the scores are min-max scaled over the dataset, as the GRMP-IQA code does, and a
-    `DMOS`-style direction must be given with `higher_is_better=False`.
+    imagefolder) the scores are min-max scaled over the whole dataset (our choice: an affine map, so no
+    correlation changes), and a `DMOS`-style direction must be given with `higher_is_better=False`. (The
+    released GRMP-IQA code does neither: it min-max scales the labels within the training subset and,
+    separately, within the test subset of each split; `--paper-mode` does that for the training labels.)
     """
     try:
         data = load_iqa_dataset(dataset, data_dir, normalize=True, **load_options)
@@ -132,6 +134,27 @@ def protocol_splits(
     return out
 
 
+def released_splits(n: int, num_images: int | None = 50, num_splits: int = 10, seed: int = 2024,
+                    train_ratio: float = 0.8) -> list[Split]:
+    """The released `finetune.py`'s splits: numpy's global generator seeded once (`setup_seed`), then for
+    each split the SAME index array shuffled again in place (the shuffles accumulate), the first
+    `int(0.8 n)` positions as the pool, `num_images` drawn from it with `np.random.choice(replace=False)`,
+    the rest as the test set. Rows, not references (no grouping). Reproduced with a private
+    `RandomState(seed)`, which draws the same numbers as the released global one."""
+    rng = np.random.RandomState(seed)
+    order = np.arange(n)
+    out = []
+    for index in range(num_splits):
+        rng.shuffle(order)
+        cut = int(n * train_ratio)
+        pool = order[:cut]
+        if num_images is not None and num_images > len(pool):
+            raise ValueError(f"{num_images} training images asked for, but the 80% pool has only {len(pool)}")
+        train = pool if num_images is None else rng.choice(pool, size=num_images, replace=False)
+        out.append(Split(index=index, train=np.sort(train), test=np.sort(order[cut:].copy())))
+    return out
+
+
 def split_record(split: Split, data: LabelledData, test_scores, **extra) -> dict:
     """One split of the report: image identifiers of each part and the test metrics."""
     test_scores = np.asarray(test_scores, dtype=np.float64)
@@ -144,20 +167,30 @@ def split_record(split: Split, data: LabelledData, test_scores, **extra) -> dict
         "test": ids[split.test].tolist(),
         **{k: metrics[k] for k in REPORT_METRICS},
         "n_test": int(metrics["n"]),
-        "logistic_fit_ok": bool(metrics["logistic_fit_ok"]),
+        "plcc_logistic_fit": metrics["plcc_logistic_fit"],
+        "plcc_logistic_fit_reason": metrics["plcc_logistic_fit_reason"],
         **extra,
     }
 
 
-def protocol_report(records: list[dict], selection: str, config: dict, **extra) -> dict:
+def protocol_report(records: list[dict], selection: str, config: dict, provenance: dict | None = None,
+                    **extra) -> dict:
     """The report: per-split records, the median and mean of each metric over splits, how the model of
-    each split was selected, and the full configuration."""
+    each split was selected, the full configuration, and its `provenance` (default: from the `model` /
+    `backbone` of `config` and the accelerator in use, see `grmp_iqa_hf.provenance.for_run`)."""
+    from .. import provenance as _provenance
+
     if selection not in SELECTION_MODES:
         raise ValueError(f"selection must be one of {SELECTION_MODES}, got {selection!r}")
     summary = summarize([{k: r[k] for k in REPORT_METRICS} for r in records])
+    if provenance is None:
+        provenance = _provenance.for_run(config)
+    fits = [r.get("plcc_logistic_fit") for r in records]
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "num_splits": len(records),
+        # the median / mean of plcc_logistic and rmse cover only the splits whose logistic fit is ok
+        "plcc_logistic_fit_ok_splits": sum(f == "ok" for f in fits),
         "median": summary["median"],
         "mean": summary["mean"],
         "std": summary["std"],
@@ -165,5 +198,6 @@ def protocol_report(records: list[dict], selection: str, config: dict, **extra) 
         "selection_uses_test_set": selection == "best_test",
         "splits": records,
         "config": config,
+        "provenance": provenance,
         **extra,
     }

@@ -1,9 +1,15 @@
 """Model and dataset cards for the Hub, rendered from the Jinja2 templates in `hub_cards/`.
 
 The model card's YAML front matter is built with `huggingface_hub.ModelCardData`; its `model-index`
-holds SRCC / PLCC / PLCC-logistic from a report of `grmp-iqa evaluate` (one dataset, all images) or of a
-few-shot / MP-IQE protocol run (the median over splits). The values are written unrounded, so the card's
-SRCC equals the report's.
+holds SRCC / PLCC / PLCC after logistic fit (Hub metric ids `spearmanr`, `pearsonr`) from a report of
+`grmp-iqa evaluate` (one dataset, all images) or of a few-shot / MP-IQE protocol run (the median over
+splits). The values are written unrounded, so the card's SRCC equals the report's.
+
+The logistic PLCC (and the RMSE of the card's table) are published only when the report says the fit
+went well: `plcc_logistic_fit == "ok"` for an `evaluate` report, and in every split for a protocol report
+(a median over the splits whose fit worked would drop the worst ones). Reports that do not record the fit
+(older versions) publish neither. `datasets:` holds only Hub dataset ids given by the caller
+(`--dataset-id ORG/NAME`), never this package's loader names (`imagefolder`, `livec`).
 """
 
 from __future__ import annotations
@@ -16,17 +22,25 @@ from pathlib import Path
 
 import transformers
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .. import __version__
 from ..data.registry import DATASET_REGISTRY
+from ..evaluation.metrics import MIN_SLOPE_SCALE
 from ..hub_cards import DATASET_CARD_TEMPLATE, MODEL_CARD_TEMPLATE
 from ..models import TINY_BACKBONE
 from ..modeling.configuration_mp_iqe import render_reconstruction_notes
 
 PACKAGE_URL = "https://pypi.org/project/grmp-iqa-hf/"
 TASK_TAG = "image-quality-assessment"
-# The metrics of the card's model-index (report key, display name).
-MODEL_INDEX_METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("plcc_logistic", "PLCC (logistic)"))
+# The metrics of the card's model-index: (report key, Hub metric id, readable name).
+MODEL_INDEX_METRICS = (
+    ("srcc", "spearmanr", "SRCC"),
+    ("plcc", "pearsonr", "PLCC"),
+    ("plcc_logistic", "pearsonr", "PLCC after logistic fit"),
+)
+# Published only when the logistic fit is ok (see the module docstring).
+LOGISTIC_METRICS = ("plcc_logistic", "rmse")
 TABLE_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 METHODS = {
@@ -83,6 +97,54 @@ METHODS = {
 # ---------------------------------------------------------------------------- reports
 
 
+def _evaluate_fit(report: dict) -> dict:
+    """`{"ok": bool, "note": str}` for the logistic fit of an `evaluate` report."""
+    status = report.get("plcc_logistic_fit")
+    if status == "ok":
+        return {"ok": True, "note": ""}
+    if status is None:
+        return {"ok": False, "note": "The report does not record how the logistic fit went (it predates "
+                                     "`plcc_logistic_fit`), so no logistic PLCC or RMSE is given."}
+    reason = report.get("plcc_logistic_fit_reason")
+    return {"ok": False, "note": f"The logistic fit was {status}" + (f" ({reason})" if reason else "")
+                                 + ", so no logistic PLCC or RMSE is given."}
+
+
+def _protocol_fit(splits: list) -> dict:
+    """`{"ok": bool, "note": str}`: ok only when the fit was ok in every split."""
+    bad = [s for s in splits if s.get("plcc_logistic_fit") != "ok"]
+    if not bad:
+        return {"ok": True, "note": ""}
+    statuses = sorted({str(s.get("plcc_logistic_fit") or "not recorded") for s in bad})
+    return {"ok": False,
+            "note": f"The logistic fit was not ok in {len(bad)} of {len(splits)} splits ({', '.join(statuses)}); "
+                    "a median over the others would leave out the worst splits, so no logistic PLCC or RMSE "
+                    "is given."}
+
+
+def _published_metrics(values: dict, fit: dict) -> dict:
+    return {k: (None if k in LOGISTIC_METRICS and not fit["ok"] else values.get(k)) for k in TABLE_METRICS}
+
+
+def hub_dataset_ids(datasets) -> list[str]:
+    """The card's `datasets:`: Hub dataset ids `ORG/NAME` (duplicates dropped). Raises `ValueError` for
+    anything else, loader names of this package (`imagefolder`, `livec`) in particular."""
+    ids: list[str] = []
+    for name in [datasets] if isinstance(datasets, str) else list(datasets or []):
+        hint = ""
+        if isinstance(name, str) and (name in DATASET_REGISTRY or name == "imagefolder"):
+            hint = f" ({name!r} is a loader name of this package, not a Hub dataset)"
+        if not isinstance(name, str) or name.count("/") != 1:
+            raise ValueError(f"a dataset id for the card must be a Hub dataset id ORG/NAME, got {name!r}{hint}")
+        try:
+            validate_repo_id(name)
+        except HFValidationError as err:
+            raise ValueError(f"a dataset id for the card must be a Hub dataset id ORG/NAME: {err}") from None
+        if name not in ids:
+            ids.append(name)
+    return ids
+
+
 def report_results(report: dict) -> dict:
     """What a card needs from a report: dataset, protocol and metrics.
 
@@ -100,6 +162,7 @@ def report_results(report: dict) -> dict:
             "a train/test split")
         splits = report.get("num_splits", len(report["splits"]))
         n_test = [s.get("n_test") for s in report["splits"] if s.get("n_test") is not None]
+        fit = _protocol_fit(report["splits"])
         return {
             "kind": "protocol",
             "dataset": str(dataset),
@@ -107,7 +170,8 @@ def report_results(report: dict) -> dict:
             "protocol": f"{train_text}, median over {splits} random splits (model selection: "
                         f"{report.get('selection', 'n/a')})",
             "n": f"{int(sum(n_test) / len(n_test))} test per split" if n_test else "",
-            "metrics": {k: report["median"].get(k) for k in TABLE_METRICS},
+            "metrics": _published_metrics(report["median"], fit),
+            "logistic_fit": fit,
             "method": report.get("method") or config.get("method"),
             "description": f"Few-shot protocol on {dataset}: train on {train_text}, test on the remaining "
                            f"images, repeated over {splits} random splits; the table gives the median.",
@@ -115,6 +179,7 @@ def report_results(report: dict) -> dict:
         }
     if "srcc" in report:
         dataset = report.get("dataset") or "unknown"
+        fit = _evaluate_fit(report)
         return {
             "kind": "evaluate",
             "dataset": str(dataset),
@@ -122,7 +187,8 @@ def report_results(report: dict) -> dict:
             "split": "all",
             "protocol": "all images, no training on this dataset" if not report.get("split") else report["split"],
             "n": report.get("n", ""),
-            "metrics": {k: report.get(k) for k in TABLE_METRICS},
+            "metrics": _published_metrics(report, fit),
+            "logistic_fit": fit,
             "description": f"`grmp-iqa evaluate` on {report.get('dataset_name') or dataset} "
                            f"({report.get('n')} images scored, {report.get('num_failed', 0)} unreadable).",
             "lower_is_better_labels": report.get("mos_higher_is_better") is False,
@@ -142,20 +208,22 @@ def load_report(path) -> dict:
     return report
 
 
-def eval_results(results: dict, model_name: str) -> list[EvalResult]:
-    """The card's `model-index` entries: one per metric of `MODEL_INDEX_METRICS` that is a finite number."""
+def eval_results(results: dict, model_name: str, dataset_id: str | None = None) -> list[EvalResult]:
+    """The card's `model-index` entries: one per metric of `MODEL_INDEX_METRICS` that is a finite number
+    (the logistic PLCC only when its fit was ok: `report_results` leaves it out otherwise). The dataset's
+    `type` is `dataset_id` (the Hub id of the evaluation data) when given, else the report's dataset key."""
     facts = DATASET_REGISTRY.get(results["dataset"])
     entries = []
-    for key, name in MODEL_INDEX_METRICS:
+    for key, metric_id, name in MODEL_INDEX_METRICS:
         value = results["metrics"].get(key)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         entries.append(EvalResult(
             task_type=TASK_TAG, task_name="Image Quality Assessment",
-            dataset_type=results["dataset"],
+            dataset_type=dataset_id or results["dataset"],
             dataset_name=results.get("dataset_name") or (facts.display_name if facts else results["dataset"]),
             dataset_split=results["split"],
-            metric_type=key, metric_name=name, metric_value=float(value),
+            metric_type=metric_id, metric_name=name, metric_value=float(value),
             metric_config=results["protocol"],
         ))
     return entries
@@ -219,9 +287,7 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
     base = config.base_model_name_or_path
     tiny = base == TINY_BACKBONE or not base
     results = report_results(report) if report is not None else None
-    dataset_ids = list(datasets or [])
-    if results and not dataset_ids and results["dataset"] != "unknown":
-        dataset_ids = [results["dataset"]]
+    dataset_ids = hub_dataset_ids(datasets)
     card_data = ModelCardData(
         library_name="transformers",
         license=license,
@@ -230,13 +296,13 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
         tags=[TASK_TAG, "blind-image-quality-assessment", "clip", "prompt-learning", method["tag"], "grmp-iqa-hf",
               "custom_code", *(["adapter"] if adapter_only else [])],
         model_name=model_name,
-        eval_results=eval_results(results, model_name) if results else None,
+        eval_results=(eval_results(results, model_name, dataset_ids[0] if len(dataset_ids) == 1 else None)
+                      if results else None),
     )
     dataset_bibtex = []
-    for key in dataset_ids:
-        facts = DATASET_REGISTRY.get(key)
-        if facts and facts.bibtex:
-            dataset_bibtex.append(facts.bibtex.strip())
+    facts = DATASET_REGISTRY.get(results["dataset"]) if results else None
+    if facts and facts.bibtex:  # the evaluation dataset's citation
+        dataset_bibtex.append(facts.bibtex.strip())
     if results:
         rows = [{
             "dataset": results.get("dataset_name") or results["dataset"], "protocol": results["protocol"],
@@ -245,7 +311,8 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
         direction = ("The dataset's labels are lower-is-better (DMOS); they were flipped before computing the "
                      "correlations, so higher is better throughout." if results["lower_is_better_labels"] else
                      "Higher is better for every column except RMSE.")
-        results = {"rows": rows, "description": results["description"], "direction_note": direction}
+        results = {"rows": rows, "description": results["description"], "direction_note": direction,
+                   "logistic_note": results["logistic_fit"]["note"]}
     training = _training_section(config)
     revision_text = f" (revision `{config.base_model_revision}`)" if config.base_model_revision else ""
     return {
@@ -269,6 +336,7 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
         "training_data_text": ("the training data recorded above" if training else "the data the prompts were tuned on"),
         "dataset_bibtex": dataset_bibtex,
         "package_url": PACKAGE_URL,
+        "logistic_min_slope": f"{MIN_SLOPE_SCALE:g}",
         "package_version": __version__,
         "transformers_version": transformers.__version__,
     }

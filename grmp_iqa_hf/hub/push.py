@@ -52,7 +52,10 @@ def _check_online() -> None:
 def public_report(report):
     """`report` without local paths (data/output folders, per-image file paths): what gets published."""
     if isinstance(report, dict):
-        return {k: public_report(v) for k, v in report.items() if k not in _LOCAL_PATH_KEYS}
+        out = {k: public_report(v) for k, v in report.items() if k not in _LOCAL_PATH_KEYS}
+        if out.get("model_source") == "local" and "model" in out:  # a provenance record of a local folder
+            out["model"] = os.path.basename(os.path.normpath(str(out["model"])))
+        return out
     if isinstance(report, list):
         return [public_report(v) for v in report]
     return report
@@ -118,13 +121,15 @@ def push_model(model_dir, repo_id: str, report=None, private: bool | None = None
 
     Args:
         report: a report dict or the path of a report JSON (`grmp-iqa evaluate`, few-shot or MP-IQE
-            protocol); its SRCC / PLCC / PLCC-logistic go into the card's `model-index`.
+            protocol); its SRCC / PLCC (and PLCC after the logistic fit, when that fit is `ok`) go into the
+            card's `model-index`.
         private: create the repository private (ignored when it exists).
         revision: a branch to push to (created from `main` when missing).
         adapter_only: push only the tensors that differ from the base CLIP (`adapter_model.safetensors`).
         base_model: the base CLIP's Hub id (or directory) to compare against and record, when the one in the
             config is not where others can find it (e.g. a local copy of a Hub model).
-        datasets: Hub dataset ids for the card's `datasets` (default: the report's dataset).
+        datasets: Hub dataset ids (ORG/NAME) for the card's `datasets` (default: none; loader names such as
+            `livec` are not Hub ids).
     """
     _check_online()
     if isinstance(report, (str, os.PathLike)):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import sys
 import math
+import os
+import sys
 
 import numpy as np
 import torch
@@ -89,14 +90,56 @@ def check_finite(value: float, what: str, step: int) -> None:
         )
 
 
-@contextlib.contextmanager
-def exit_on_input_errors():
-    """For training scripts: input errors that are the user's to fix (bad dataset metadata, a NaN/inf
-    loss) end the run with their message (every bad row named) and exit status 2, not a traceback."""
+def _raised_in(err: BaseException) -> str:
+    """The file of the innermost frame of `err`'s traceback (where it was raised)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename if tb is not None else ""
+
+
+def _package_dirs(*names: str) -> list[str]:
+    dirs = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(str(Path(location).resolve()) + os.sep for location in spec.submodule_search_locations)
+    return dirs
+
+
+def is_input_error(err: BaseException) -> bool:
+    """Whether `err` is the user's to fix (a message is enough) rather than a bug (the traceback is needed).
+
+    - bad dataset metadata, a NaN/inf loss: always;
+    - `OSError` (a missing file or model, no network, no permission, a full disk): always;
+    - `ValueError` (bad flags, bad combinations, an unknown dataset format or model id): when raised by this
+      package's own checks or by the libraries that load models and run the accelerator (transformers,
+      huggingface_hub, accelerate), not from deep inside numpy / torch, where it is more likely our bug.
+    Everything else (TypeError, KeyError, RuntimeError, ...) is a bug and keeps its traceback.
+    """
     from ..data import DatasetMetadataError
 
+    if isinstance(err, (DatasetMetadataError, NonFiniteLossError, OSError)):
+        return True
+    if isinstance(err, ValueError):
+        where = str(Path(_raised_in(err)).resolve())
+        return any(where.startswith(d) for d in _package_dirs(
+            "grmp_iqa_hf", "grmp_iqa_hf.modeling", "transformers", "huggingface_hub", "accelerate"))
+    return False
+
+
+@contextlib.contextmanager
+def exit_on_input_errors():
+    """For training scripts: errors that are the user's to fix (`is_input_error`: a bad path or `--model`,
+    a bad combination of flags, bad dataset metadata with every bad row named, a NaN/inf loss) end the run
+    with one `error: ...` message and exit status 2, not a traceback. Bugs keep their traceback."""
     try:
         yield
-    except (DatasetMetadataError, NonFiniteLossError) as err:
+    except Exception as err:  # noqa: BLE001 - sorted by is_input_error; everything else is re-raised as is
+        if not is_input_error(err):
+            raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err

@@ -63,19 +63,26 @@ class ImageCache:
     def valid_indices(self) -> list[int]:
         return [i for i, image in enumerate(self.images) if image is not None]
 
-    def crop(self, index: int, rng: np.random.Generator | None = None, flip: bool = False) -> torch.Tensor:
-        """One normalised (3, S, S) float32 crop: centre crop when `rng` is None, else random (+ flip)."""
+    def _image(self, index: int) -> torch.Tensor:
         image = self.images[index]
         if image is None:
             raise ImageLoadError(f"#{index}", self.failed.get(index, "not decoded"))
-        _, height, width = image.shape
+        return image
+
+    def crop(self, index: int, rng: np.random.Generator | None = None, flip: bool = False) -> torch.Tensor:
+        """One normalised (3, S, S) float32 crop: centre crop when `rng` is None, else random (+ flip)."""
+        _, height, width = self._image(index).shape
         size = self.crop_size
         if rng is None:
             top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
         else:
             top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
-        patch = image[:, top : top + size, left : left + size]
-        if rng is not None and flip and rng.random() < 0.5:
+        return self.crop_at(index, top, left, flip=rng is not None and flip and rng.random() < 0.5)
+
+    def crop_at(self, index: int, top: int, left: int, flip: bool = False) -> torch.Tensor:
+        """The normalised (3, S, S) float32 crop of image `index` at (`top`, `left`), flipped horizontally if asked."""
+        patch = self._image(index)[:, top : top + self.crop_size, left : left + self.crop_size]
+        if flip:
             patch = patch.flip(-1)
         return (patch.float() / 255.0 - self._mean) / self._std
 

@@ -3,23 +3,31 @@
 What trains (`select_trainable`, design §2): the text context, the top `k` blocks of both CLIP towers
 and their final norms (vision `post_layernorm`, text `final_layer_norm`); the visual prompts and
 everything below the top blocks stay frozen. SGD (lr 1e-3, weight decay 1e-4), full batch by default,
-optional x0.3 learning-rate decay when the training loss plateaus.
+optional x0.3 learning-rate decay (on a training-loss plateau, or the released code's test-driven rule).
+
+Mode: as in the released `finetune.py`, the model trains in train mode, so the dropout of the (frozen)
+visual prompts is active (`prompt_dropout=True`, the default; CLIP itself has no dropout). Every dropout
+mask is drawn per image from a stream keyed by (seed, ..., image), never from the global RNG, so results do
+not depend on how samples are batched or shared out over processes. `prompt_dropout=False` trains in eval
+mode (this package before the fidelity change).
 
 The frozen-trunk cache: everything that enters the first trainable vision block (patch embeddings, the
-frozen visual prompts, the lower blocks) is fixed once the crop is fixed, so those activations are
-computed once per (image, crop) and reused at every epoch (`FewShotTrainer.trunk_hidden`). With random
-crops each image gets a fixed pool of `crop_pool` keyed random crops (+ flips), and every epoch each
-sample draws one crop of its pool from the stream keyed by (seed, epoch, image). With `crop_pool=None`
-every epoch draws fresh crops (then nothing can be cached). The teacher's scene targets are cached the
-same way (see `gradreg`). The model runs in eval mode throughout: CLIP has no dropout, and the dropout
-of the frozen visual prompts is off (it would make the frozen trunk random and regularise nothing that
-trains).
+frozen visual prompts, the lower blocks) is fixed once the crop AND the lower layers' dropout masks are
+fixed, so those activations are computed once per image and pool entry and reused at every epoch
+(`FewShotTrainer.trunk_hidden`). Each image gets a fixed pool of `crop_pool` entries, each a keyed random
+crop (+ flip) with its own keyed dropout draw for the lower layers; every epoch each sample draws one entry
+of its pool from the stream keyed by (seed, epoch, image), and the top blocks draw fresh masks keyed by
+(seed, epoch, image). Recomputing the trunk from the same entry gives the same activations, so the cache
+changes speed, not results (tested). With `crop_pool=None` every epoch draws fresh crops and masks (then
+nothing can be cached); `batch_crops=True` reproduces the released augmentation (one crop offset per batch,
+seeded by the step, with its flip rule), which cannot be cached either. The teacher's scene targets are
+cached the same way (see `gradreg`).
 
 Processes: the model is NOT wrapped in DDP. Sample `j` of the training list belongs to process
 `j % num_processes`; each process sums the gradients of its samples' losses (two VJPs of one forward
 pass), the sums are added across processes, divided by the global count and only then projected
-(`gradreg.qgr_direction`). Every random choice is keyed by (seed, epoch, image), so 1 and 2 processes
-train the same parameters.
+(`gradreg.qgr_direction`, per unit: each layer's q/k/v weights and biases form one unit, as OpenAI CLIP's
+fused `in_proj`). Every random choice is keyed, so 1 and 2 processes train the same parameters.
 
 Checkpoints (`checkpointing.py`, safetensors + JSON, never pickle) hold the trainable parameters, the
 optimizer and scheduler states, the RNG, the step and the bookkeeping; `resume_from_checkpoint="latest"`
@@ -29,6 +37,7 @@ A NaN/inf loss stops the run with `NonFiniteLossError`; the last good checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -46,15 +55,19 @@ from .checkpointing import (
     load_checkpoint, load_optimizer_state, load_rng_state, optimizer_state, resolve_checkpoint, rng_state,
     save_checkpoint,
 )
-from .common import check_finite, reduce_sum, rng_for, seeded_permutation, trainable_parameters
+from .common import check_finite, reduce_sum, rng_for, seed_for, seeded_permutation, trainable_parameters
 from .data import ImageCache
 from .gradreg import (
-    PROJECTION_MODES, SceneTeacher, qgr_direction, scene_logits, scene_loss_sum, scene_prompt_ids,
+    PROJECTION_MODES, SceneTeacher, parameter_groups, qgr_direction, scene_logits, scene_loss_sum, scene_prompt_ids,
     scene_text_features, two_vjps,
 )
 
 # stream keys (second element of every rng key), so that the streams never overlap
 POOL_KEY, CHOICE_KEY, FRESH_KEY = 101, 102, 103
+POOL_DROPOUT_KEY, HEAD_DROPOUT_KEY, FRESH_DROPOUT_KEY = 104, 105, 106
+SELECT_METRICS = ("srcc", "plcc+srcc")
+LR_DECAY_RULES = ("train_loss", "released")
+MIXED_PRECISION = {None: None, "no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,17 +110,24 @@ def select_trainable(model, top_k: int = 4, train_context: bool = True) -> dict[
     return params
 
 
-def vision_trunk(model, pixel_values: torch.Tensor, end: int) -> torch.Tensor:
-    """The hidden states entering vision block `end` (the frozen trunk), without gradients."""
+def dropout_generators(keys_per_sample) -> list[torch.Generator]:
+    """One CPU `torch.Generator` per sample, seeded from that sample's integer keys (its dropout stream)."""
+    return [torch.Generator().manual_seed(seed_for(*keys)) for keys in keys_per_sample]
+
+
+def vision_trunk(model, pixel_values: torch.Tensor, end: int, generators=None) -> torch.Tensor:
+    """The hidden states entering vision block `end` (the frozen trunk), without gradients. In train mode
+    the prompts' dropout masks come from `generators` (one per image; see `DeepVisualPrompts.tokens`)."""
     with torch.no_grad():
         prompts = model.visual_prompts
-        return run_vision_layers(model.clip, prompts, embed_image(model.clip, prompts, pixel_values), 0, end)
+        hidden = embed_image(model.clip, prompts, pixel_values, generators)
+        return run_vision_layers(model.clip, prompts, hidden, 0, end, generators)
 
 
-def vision_head(model, hidden: torch.Tensor, start: int) -> torch.Tensor:
+def vision_head(model, hidden: torch.Tensor, start: int, generators=None) -> torch.Tensor:
     """Projected image features from the hidden states entering block `start` (differentiable)."""
     prompts = model.visual_prompts
-    hidden = run_vision_layers(model.clip, prompts, hidden, start)
+    hidden = run_vision_layers(model.clip, prompts, hidden, start, generators=generators)
     return pool_image(model.clip, finish_vision(model.clip, prompts, hidden))
 
 
@@ -161,6 +181,7 @@ class FinetuneHistory(list):
     selected_epoch: int | None = None
     selected_metrics: dict | None = None
     resumed_from: str | None = None
+    stopped: str | None = None  # why training ended before `epochs` (the released learning-rate floor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,12 +204,28 @@ class FewShotTrainer:
         batch_size: samples per step over all processes (None: the whole training set, the paper's choice).
         micro_batch_size: samples per forward pass on one process (None: all of its samples at once);
             gradients of the micro-batches are summed, so it changes memory, not results.
-        augment, flip, crop_pool: random crops (+ flips) from a fixed pool of `crop_pool` crops per image
-            (None: fresh crops every epoch, no trunk cache); `augment=False`: centre crops only.
+        augment, flip, crop_pool: random crops (+ flips) from a fixed pool of `crop_pool` (crop, dropout
+            draw) entries per image (None: fresh crops every epoch, no trunk cache); `augment=False`: centre
+            crops only.
+        batch_crops: the released augmentation instead: one crop offset per batch, drawn with
+            `torch.manual_seed(steps_per_epoch * epoch + batch)` and `randint(margin, (3,))` (margin =
+            resized - crop size, 20 for 244/224), flipped when the left offset < margin / 2. No trunk cache.
+        prompt_dropout: train in train mode with the visual prompts' dropout active (the released code);
+            False: eval mode.
+        grouping: the QGR units, "fused_qkv" (the released rule on OpenAI CLIP's fused q/k/v tensors) or
+            "per_tensor" (`gradreg.parameter_groups`).
+        literal_scene_names: scene prompts as the released code tokenizes them ("a photo of a still_life").
+        mixed_precision: None, "fp16" (the released code's `autocast`) or "bf16" for the forward passes.
         cache_trunk, cache_teacher: use the frozen-trunk cache / the cached teacher targets (results are
             the same either way; off = recompute every step).
         eval_sets: `{name: (indices, labels)}` scored (centre crops) every `eval_every` epochs and at the end.
-        select_on: the name of an eval set whose best SRCC picks the returned parameters (None: last epoch).
+        eval_before_training: also score the eval sets before the first step (a candidate for selection).
+        select_on: the name of an eval set whose best `select_metric` picks the returned parameters (None:
+            the last epoch). `select_metric`: "srcc" or "plcc+srcc" (the released code's).
+        lr_decay_rule: "train_loss" (with `lr_decay_patience`: x`lr_decay_factor` when the training loss stops
+            improving for that many epochs) or "released" (x`lr_decay_factor` when the `select_on` set has not
+            improved for more than `lr_decay_patience` evaluations and more than 10 epochs are done; training
+            stops once the rate falls below `stop_below_lr`).
     """
 
     def __init__(
@@ -215,9 +252,18 @@ class FewShotTrainer:
         lr_decay_patience: int | None = None,
         lr_decay_factor: float = 0.3,
         min_lr: float = 0.0,
+        lr_decay_rule: str = "train_loss",
+        stop_below_lr: float | None = None,
         eval_sets: dict | None = None,
         eval_every: int = 1,
+        eval_before_training: bool = False,
         select_on: str | None = None,
+        select_metric: str = "srcc",
+        batch_crops: bool = False,
+        prompt_dropout: bool = True,
+        grouping: str = "fused_qkv",
+        literal_scene_names: bool = False,
+        mixed_precision: str | None = None,
         seed: int = 0,
         tokenizer=None,
         accelerator=None,
@@ -241,6 +287,17 @@ class FewShotTrainer:
         eval_sets = dict(eval_sets or {})
         if select_on is not None and select_on not in eval_sets:
             raise ValueError(f"select_on={select_on!r} names no eval set (have {sorted(eval_sets)})")
+        if select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {select_metric!r}")
+        if lr_decay_rule not in LR_DECAY_RULES:
+            raise ValueError(f"lr_decay_rule must be one of {LR_DECAY_RULES}, got {lr_decay_rule!r}")
+        if lr_decay_rule == "released" and (select_on is None or lr_decay_patience is None):
+            raise ValueError("lr_decay_rule='released' decays on the select_on set: give select_on and lr_decay_patience")
+        if mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {sorted(k for k in MIXED_PRECISION if k)} or None, "
+                             f"got {mixed_precision!r}")
+        if batch_crops and not augment:
+            raise ValueError("batch_crops draws random crops: it needs augment=True")
         self.model = model
         self.accelerator = accelerator
         self.device = accelerator.device if accelerator is not None else next(model.parameters()).device
@@ -252,8 +309,13 @@ class FewShotTrainer:
         self.seed, self.lam, self.projection, self.top_k = int(seed), float(qgr_lambda), projection, top_k
         self.batched_vjp, self.micro_batch_size, self.cache_batch_size = batched_vjp, micro_batch_size, cache_batch_size
         self.flip = flip
-        self.pool = (crop_pool if augment else 1)
+        self.batch_crops = batch_crops
+        self.pool = None if batch_crops else (crop_pool if augment else 1)
         self.augment = augment
+        self.prompt_dropout = bool(prompt_dropout) and model.visual_prompts is not None
+        self.autocast_dtype = MIXED_PRECISION[mixed_precision]
+        self.select_metric, self.lr_decay_rule, self.stop_below_lr = select_metric, lr_decay_rule, stop_below_lr
+        self.eval_before_training = eval_before_training
 
         # ---------------- images and samples
         if not isinstance(images, ImageCache):
@@ -288,9 +350,11 @@ class FewShotTrainer:
         self.num_trainable = sum(p.numel() for p in self.params)
         self.start = _num_layers(model)[0] - top_k
         self.start_fingerprint = self._fingerprint()
+        self.groups = parameter_groups(self.names, grouping)
         self.optimizer = torch.optim.SGD(self.params, lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
         self.scheduler = None
-        if lr_decay_patience is not None:
+        self.lr_decay_patience, self.lr_decay_factor = lr_decay_patience, lr_decay_factor
+        if lr_decay_patience is not None and lr_decay_rule == "train_loss":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer, mode="min", factor=lr_decay_factor, patience=lr_decay_patience, min_lr=min_lr
             )
@@ -306,9 +370,14 @@ class FewShotTrainer:
         self.eval_trunk: dict[int, torch.Tensor] = {}
         self.scene_ids = None
         if self.lam != 0:
-            self.scene_ids = scene_prompt_ids(resolve_tokenizer(model, tokenizer)).to(self.device)
+            self.scene_ids = scene_prompt_ids(resolve_tokenizer(model, tokenizer), literal=literal_scene_names)
+            self.scene_ids = self.scene_ids.to(self.device)
         self.settings = {
-            "qgr_lambda": self.lam, "projection": projection, "top_k": top_k, "train_context": train_context,
+            "qgr_lambda": self.lam, "projection": projection, "grouping": grouping, "top_k": top_k,
+            "train_context": train_context, "prompt_dropout": self.prompt_dropout, "batch_crops": batch_crops,
+            "literal_scene_names": literal_scene_names, "mixed_precision": mixed_precision,
+            "lr_decay_rule": lr_decay_rule, "stop_below_lr": stop_below_lr, "select_metric": select_metric,
+            "eval_before_training": eval_before_training,
             "learning_rate": learning_rate, "weight_decay": weight_decay, "momentum": momentum,
             "batch_size": self.batch_size, "augment": augment, "flip": flip, "crop_pool": self.pool,
             "lr_decay_patience": lr_decay_patience, "lr_decay_factor": lr_decay_factor, "min_lr": min_lr,
@@ -323,6 +392,8 @@ class FewShotTrainer:
         self.best_epoch = None
         self.best_metrics = None
         self.best_state: list[torch.Tensor] | None = None
+        self.evaluations_since_best = 0  # the released rule's `ct`
+        self.stopped: str | None = None
         self.prepared = False
 
     # ------------------------------------------------------------------ helpers
@@ -350,12 +421,28 @@ class FewShotTrainer:
         size = size or max(len(items), 1)
         return [items[i : i + size] for i in range(0, len(items), size)]
 
-    def _crop(self, image_index: int, crop_id: int, epoch: int) -> torch.Tensor:
+    def _crop(self, image_index: int, crop_id: int, epoch: int, batch_index: int = 0) -> torch.Tensor:
         if not self.augment:
             return self.images.crop(image_index)
+        if self.batch_crops:
+            return self.images.crop_at(image_index, *self.batch_offsets(epoch, batch_index))
         if self.pool is None:
             return self.images.crop(image_index, rng_for(self.seed, FRESH_KEY, epoch, image_index), self.flip)
         return self.images.crop(image_index, rng_for(self.seed, POOL_KEY, crop_id, image_index), self.flip)
+
+    def batch_offsets(self, epoch: int, batch_index: int) -> tuple[int, int, bool]:
+        """`(top, left, flip)` of every image of a batch, as the released code draws them: the torch seed
+        `steps_per_epoch * epoch + batch_index`, `randint(margin, (3,))`, flip when left < margin / 2."""
+        processor = self.images.processor
+        if processor.resize_mode != "square":
+            raise ValueError("batch_crops (the released augmentation) needs square resizing (resize_mode='square')")
+        margin = max(processor.resize_size, processor.crop_size) - processor.crop_size
+        if margin == 0:
+            return 0, 0, False
+        generator = torch.Generator().manual_seed(self.steps_per_epoch * epoch + batch_index)
+        offsets = torch.randint(margin, (3,), generator=generator)
+        top, left = int(offsets[0]), int(offsets[1])
+        return top, left, self.flip and left < margin // 2
 
     def crop_ids(self, positions, epoch: int) -> list[int]:
         """The crop of each sample at `epoch`: an index into its pool, drawn from (seed, epoch, image)."""
@@ -363,9 +450,37 @@ class FewShotTrainer:
             return [0] * len(positions)
         return [int(rng_for(self.seed, CHOICE_KEY, epoch, self.train_indices[p]).integers(self.pool)) for p in positions]
 
-    def pixels(self, positions, crop_ids, epoch: int) -> torch.Tensor:
-        crops = [self._crop(self.train_indices[p], c, epoch) for p, c in zip(positions, crop_ids)]
+    def pixels(self, positions, crop_ids, epoch: int, batch_index: int = 0) -> torch.Tensor:
+        crops = [self._crop(self.train_indices[p], c, epoch, batch_index) for p, c in zip(positions, crop_ids)]
         return torch.stack(crops).to(self.device, self.dtype)
+
+    def trunk_generators(self, positions, crop_ids, epoch: int):
+        """Dropout streams of the frozen layers: a pool entry's own (so the cached trunk is exact), or fresh
+        ones per (epoch, image) when crops are fresh. None without prompt dropout."""
+        if not self.prompt_dropout:
+            return None
+        images = [self.train_indices[p] for p in positions]
+        if self.pool is None:
+            return dropout_generators((self.seed, FRESH_DROPOUT_KEY, epoch, i) for i in images)
+        return dropout_generators((self.seed, POOL_DROPOUT_KEY, c, i) for c, i in zip(crop_ids, images))
+
+    def head_generators(self, positions, epoch: int, trunk_generators=None):
+        """Dropout streams of the trainable layers: fresh every epoch, keyed by (seed, epoch, image); with
+        fresh crops the trunk's streams simply continue."""
+        if not self.prompt_dropout:
+            return None
+        if self.pool is None:
+            return trunk_generators
+        return dropout_generators((self.seed, HEAD_DROPOUT_KEY, epoch, self.train_indices[p]) for p in positions)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _training_mode(self, training: bool = True) -> None:
+        # train mode only switches the visual prompts' dropout on (CLIP has none)
+        self.model.train(training and self.prompt_dropout)
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Sample positions of each step of `epoch` (over all processes): the whole set in order for
@@ -402,28 +517,34 @@ class FewShotTrainer:
             table = torch.zeros(self.num_samples, self.pool, self.teacher.num_classes, device=self.device,
                                 dtype=self.dtype)
         if self.cache_trunk or table is not None:
+            self._training_mode(True)  # the pool entries' dropout draws of the frozen layers
             for chunk in self._chunks(local_items, self.cache_batch_size):
                 positions, crops = [p for p, _ in chunk], [c for _, c in chunk]
                 pixels = self.pixels(positions, crops, epoch=0)
-                if self.cache_trunk:
-                    hidden = vision_trunk(self.model, pixels, self.start)
-                    for (p, c), h in zip(chunk, hidden):
-                        self.trunk[(self.train_indices[p], c)] = h.clone()
-                if table is not None:
-                    probs = self.teacher.probs(pixels)
-                    for (p, c), row in zip(chunk, probs):
-                        table[p, c] = row
+                with self._autocast():
+                    if self.cache_trunk:
+                        generators = self.trunk_generators(positions, crops, epoch=0)
+                        hidden = vision_trunk(self.model, pixels, self.start, generators)
+                        for (p, c), h in zip(chunk, hidden):
+                            self.trunk[(self.train_indices[p], c)] = h.clone()
+                    if table is not None:
+                        probs = self.teacher.probs(pixels)
+                        for (p, c), row in zip(chunk, probs):
+                            table[p, c] = row
                 bar.update(len(chunk))
         bar.close()
         if table is not None:
             self.teacher_table = reduce_sum(self.accelerator, [table])[0]
         if self.cache_trunk:
+            self.model.eval()
             for name in self.eval_sets:
                 indices = self.eval_sets[name][0]
                 for chunk in self._chunks(self._local_eval_positions(name), self.cache_batch_size):
                     rows = [indices[p] for p in chunk]
                     pixels = self.images.batch(rows).to(self.device, self.dtype)
-                    for row, h in zip(rows, vision_trunk(self.model, pixels, self.start)):
+                    with self._autocast():
+                        hidden = vision_trunk(self.model, pixels, self.start)
+                    for row, h in zip(rows, hidden):
                         self.eval_trunk[row] = h.clone()
         self.prepare_seconds = time.perf_counter() - started
         self.prepared = True
@@ -436,11 +557,14 @@ class FewShotTrainer:
     def _local_eval_positions(self, name) -> list[int]:
         return [p for p in range(len(self.eval_sets[name][0])) if p % self.world == self.rank]
 
-    def trunk_hidden(self, positions, crop_ids, epoch: int) -> torch.Tensor:
-        """Hidden states entering the first trainable block, from the cache or recomputed."""
+    def trunk_hidden(self, positions, crop_ids, epoch: int, pixels=None) -> torch.Tensor:
+        """Hidden states entering the first trainable block, from the cache or recomputed (in the current mode,
+        with the trunk's dropout streams)."""
         if self.cache_trunk:
             return torch.stack([self.trunk[(self.train_indices[p], c)] for p, c in zip(positions, crop_ids)])
-        return vision_trunk(self.model, self.pixels(positions, crop_ids, epoch), self.start)
+        if pixels is None:
+            pixels = self.pixels(positions, crop_ids, epoch)
+        return vision_trunk(self.model, pixels, self.start, self.trunk_generators(positions, crop_ids, epoch))
 
     def teacher_targets(self, positions, crop_ids, epoch: int, pixels=None) -> torch.Tensor:
         if self.teacher_table is not None:
@@ -452,35 +576,40 @@ class FewShotTrainer:
 
     # ------------------------------------------------------------------ one step
 
-    def local_losses(self, positions, epoch: int):
+    def local_losses(self, positions, epoch: int, batch_index: int = 0):
         """`(quality loss sum, semantic loss sum or None)` of this process's `positions`, from one forward
         pass (the image features serve both losses)."""
         crop_ids = self.crop_ids(positions, epoch)
         pixels = None
         if not self.cache_trunk or (self.lam != 0 and self.teacher_table is None):
-            pixels = self.pixels(positions, crop_ids, epoch)
-        if self.cache_trunk:
-            hidden = self.trunk_hidden(positions, crop_ids, epoch)
-        else:
-            hidden = vision_trunk(self.model, pixels, self.start)
-        features = vision_head(self.model, hidden, self.start)
-        labels = self.labels_tensor[torch.as_tensor(positions, device=self.device)]
-        loss_quality = quality_loss(quality_logits(self.model, features), labels) * len(positions)
-        if self.lam == 0:
-            return loss_quality, None
-        targets = self.teacher_targets(positions, crop_ids, epoch, pixels)
-        student = scene_logits(self.model.clip, features, scene_text_features(self.model.clip, self.scene_ids))
-        return loss_quality, scene_loss_sum(student, targets)
+            pixels = self.pixels(positions, crop_ids, epoch, batch_index)
+        with self._autocast():
+            trunk_generators = None if self.cache_trunk else self.trunk_generators(positions, crop_ids, epoch)
+            if self.cache_trunk:
+                hidden = self.trunk_hidden(positions, crop_ids, epoch)
+            else:
+                hidden = vision_trunk(self.model, pixels, self.start, trunk_generators)
+            generators = self.head_generators(positions, epoch, trunk_generators)
+            features = vision_head(self.model, hidden, self.start, generators)
+            labels = self.labels_tensor[torch.as_tensor(positions, device=self.device)]
+            loss_quality = quality_loss(quality_logits(self.model, features), labels) * len(positions)
+            if self.lam == 0:
+                return loss_quality, None
+            targets = self.teacher_targets(positions, crop_ids, epoch, pixels)
+            student = scene_logits(self.model.clip, features, scene_text_features(self.model.clip, self.scene_ids))
+            return loss_quality, scene_loss_sum(student, targets)
 
-    def train_step(self, batch_positions, epoch: int) -> dict:
-        """One optimizer step on the samples `batch_positions` (over all processes)."""
+    def train_step(self, batch_positions, epoch: int, batch_index: int = 0) -> dict:
+        """One optimizer step on the samples `batch_positions` (over all processes); `batch_index` is the
+        step's position within its epoch (it seeds the released per-batch crops)."""
         self.prepare()  # caches come from the starting model: before the first update
+        self._training_mode(True)
         started = time.perf_counter()
         local = [p for p in batch_positions if p % self.world == self.rank]
         g_d = g_g = None
         sums = [0.0, 0.0, 0.0]
         for chunk in self._chunks(local, self.micro_batch_size) if local else []:
-            loss_quality, loss_semantic = self.local_losses(chunk, epoch)
+            loss_quality, loss_semantic = self.local_losses(chunk, epoch, batch_index)
             if self.lam != 0:
                 d, g = two_vjps(self.params, loss_quality, loss_semantic, batched=self.batched_vjp)
             else:
@@ -498,13 +627,13 @@ class FewShotTrainer:
         if g_d is None:  # no sample of this step here: take part in the reduction with zeros
             g_d = [torch.zeros_like(p) for p in self.params]
             g_g = [torch.zeros_like(p) for p in self.params] if self.lam != 0 else []
-        grads, stats = qgr_direction(g_d, g_g, tuple(sums), self.lam, self.projection, self.accelerator)
+        grads, stats = qgr_direction(g_d, g_g, tuple(sums), self.lam, self.projection, self.accelerator, self.groups)
         next_step = self.step + 1
         check_finite(stats["loss"], "the fine-tuning (quality) loss", next_step)
         if stats["loss_semantic"] is not None:
             check_finite(stats["loss_semantic"], "the semantic (scene) loss", next_step)
         for param, grad in zip(self.params, grads):
-            param.grad = grad
+            param.grad = grad.to(param.dtype)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = next_step
@@ -515,17 +644,21 @@ class FewShotTrainer:
 
     @torch.no_grad()
     def scores(self, name: str) -> np.ndarray:
-        """Quality scores of eval set `name` (centre crops), identical on every process."""
+        """Quality scores of eval set `name` (centre crops, eval mode), identical on every process."""
+        was_training = self.model.training
+        self.model.eval()
         indices = self.eval_sets[name][0]
         scores = torch.zeros(len(indices), dtype=torch.float64, device=self.device)
         for chunk in self._chunks(self._local_eval_positions(name), self.cache_batch_size):
             rows = [indices[p] for p in chunk]
-            if self.cache_trunk:
-                hidden = torch.stack([self.eval_trunk[r] for r in rows])
-            else:
-                hidden = vision_trunk(self.model, self.images.batch(rows).to(self.device, self.dtype), self.start)
-            logits = quality_logits(self.model, vision_head(self.model, hidden, self.start))
-            scores[torch.as_tensor(chunk, device=self.device)] = logits.softmax(dim=-1)[:, 0].double()
+            with self._autocast():
+                if self.cache_trunk:
+                    hidden = torch.stack([self.eval_trunk[r] for r in rows])
+                else:
+                    hidden = vision_trunk(self.model, self.images.batch(rows).to(self.device, self.dtype), self.start)
+                logits = quality_logits(self.model, vision_head(self.model, hidden, self.start))
+            scores[torch.as_tensor(chunk, device=self.device)] = logits.float().softmax(dim=-1)[:, 0].double()
+        self.model.train(was_training)
         return reduce_sum(self.accelerator, [scores])[0].cpu().numpy()
 
     def evaluate(self) -> dict:
@@ -551,6 +684,8 @@ class FewShotTrainer:
             "accumulator": self.accumulator,
             "best": {"metric": self.best_metric if math.isfinite(self.best_metric) else None,
                      "epoch": self.best_epoch, "metrics": self.best_metrics},
+            "evaluations_since_best": self.evaluations_since_best,
+            "stopped": self.stopped,
             "settings": self.settings,
             "start_fingerprint": self.start_fingerprint,
             "trainable": self.names,
@@ -592,6 +727,8 @@ class FewShotTrainer:
         self.best_epoch, self.best_metrics = best["epoch"], best["metrics"]
         if f"best.{self.names[0]}" in tensors:
             self.best_state = [tensors[f"best.{n}"].to(self.device) for n in self.names]
+        self.evaluations_since_best = int(state.get("evaluations_since_best", 0))
+        self.stopped = state.get("stopped")
         self.history.resumed_from = str(path)
 
     # ------------------------------------------------------------------ the loop
@@ -605,12 +742,14 @@ class FewShotTrainer:
             raise ValueError("checkpointing_steps needs an integer >= 1 and an output_dir")
         self.prepare()
         total_steps = epochs * self.steps_per_epoch
+        if self.eval_before_training and self.step == 0 and self.eval_sets and not self.history:
+            self._evaluate_before_training()
         bar = tqdm(total=total_steps, initial=min(self.step, total_steps), desc="Fine-tuning", unit="step",
                    disable=not self.progress)
-        while self.step < total_steps:
+        while self.step < total_steps and self.stopped is None:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             batch = self.batches(epoch)[offset]
-            stats = self.train_step(batch, epoch)
+            stats = self.train_step(batch, epoch, offset)
             acc = self.accumulator
             acc["loss"] += stats["loss"] * stats["count"]
             acc["loss_semantic"] += (stats["loss_semantic"] or 0.0) * stats["count"]
@@ -622,11 +761,37 @@ class FewShotTrainer:
                 self._end_epoch(epoch, epochs)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{stats['loss']:.4f}")
-            if checkpointing_steps and (self.step % checkpointing_steps == 0 or self.step == total_steps):
+            done = self.step == total_steps or self.stopped is not None
+            if checkpointing_steps and (self.step % checkpointing_steps == 0 or done):
                 self.save(output_dir, keep_last=keep_checkpoints)
         bar.close()
+        self.model.eval()
         self._select()
         return self.history
+
+    def _selection_value(self, entry: dict) -> float:
+        """The monitored number of an evaluation: SRCC, or PLCC + SRCC (the released code's); NaN -> -inf."""
+        prefix = self.select_on + "_"
+        value = entry[prefix + "srcc"] + (entry[prefix + "plcc"] if self.select_metric == "plcc+srcc" else 0.0)
+        return value if math.isfinite(value) else -math.inf
+
+    def _consider(self, entry: dict, epoch: int) -> bool:
+        """Keep the current parameters if `entry` is the best evaluation so far (strictly better)."""
+        metric = self._selection_value(entry)
+        if self.best_state is not None and not metric > self.best_metric:
+            return False
+        self.best_metric, self.best_epoch = metric, epoch
+        self.best_metrics = {k: v for k, v in entry.items() if k.startswith(self.select_on + "_")}
+        self.best_state = [p.detach().clone() for p in self.params]
+        return True
+
+    def _evaluate_before_training(self) -> None:
+        """Score the eval sets before the first step (the released code's epoch -1): the starting model is a
+        candidate for selection."""
+        entry = {"epoch": 0, "step": 0, "lr": self.optimizer.param_groups[0]["lr"], **self.evaluate()}
+        if self.select_on is not None:
+            self._consider(entry, 0)
+        self.history.append(entry)
 
     def _end_epoch(self, epoch: int, epochs: int) -> None:
         acc = self.accumulator
@@ -642,19 +807,32 @@ class FewShotTrainer:
         if self.eval_sets and ((epoch + 1) % self.eval_every == 0 or epoch + 1 == epochs):
             entry.update(self.evaluate())
             if self.select_on is not None:
-                metric = entry[f"{self.select_on}_srcc"]
-                metric = -math.inf if not math.isfinite(metric) else metric
-                if self.best_state is None or metric > self.best_metric:
-                    self.best_metric, self.best_epoch = metric, epoch + 1
-                    self.best_metrics = {k: v for k, v in entry.items() if k.startswith(self.select_on + "_")}
-                    self.best_state = [p.detach().clone() for p in self.params]
+                self.evaluations_since_best += 1
+                if self._consider(entry, epoch + 1):
+                    self.evaluations_since_best = 0
         if self.scheduler is not None:
             self.scheduler.step(entry["loss"])
+        if self.lr_decay_rule == "released":
+            self._released_decay(epoch, entry)
         self.history.append(entry)
         self.accumulator = self._new_accumulator()
 
+    def _released_decay(self, epoch: int, entry: dict) -> None:
+        """The released schedule: x factor after more than `lr_decay_patience` evaluations without a new best
+        (and past epoch 10, 0-based); stop once the rate is below `stop_below_lr`."""
+        if not (self.evaluations_since_best > self.lr_decay_patience and epoch > 10):
+            return
+        self.evaluations_since_best = 0
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.lr_decay_factor
+        entry["lr_decayed_to"] = self.optimizer.param_groups[0]["lr"]
+        if self.stop_below_lr is not None and self.optimizer.param_groups[0]["lr"] < self.stop_below_lr:
+            self.stopped = f"learning rate {self.optimizer.param_groups[0]['lr']:.3g} < {self.stop_below_lr:g} after epoch {epoch + 1}"
+            entry["stopped"] = self.stopped
+
     def _select(self) -> None:
         self.history.selection = self.select_on
+        self.history.stopped = self.stopped
         if self.select_on is not None and self.best_state is not None:
             with torch.no_grad():
                 for param, best in zip(self.params, self.best_state):

@@ -6,11 +6,18 @@ During fine-tuning two gradients are taken from ONE forward pass of the student:
 - `G_g = grad L_s`: the semantic loss, the cross-entropy of the student's distribution over the nine
   scene prompts ("a photo of a {scene}") against that of a frozen zero-shot teacher.
 
-For each parameter tensor separately, when `<G_d, G_g> > 0` the update is
+For each parameter unit separately, when `<G_d, G_g> > 0` the update is
 `G_d - lam * <G_d, G_g> / ||G_g||^2 * G_g`, else `G_d` (`project_gradients`): the part of the quality
 update that merely follows image semantics is removed. `L_s` is never added to the loss. ProGrad's rule
 (Zhu et al., "Prompt-aligned Gradient for Prompt Tuning") projects in the opposite case (`<G_d, G_g> < 0`)
 and is available as `mode="prograd"` for comparison.
+
+The unit is a parameter tensor of OpenAI's CLIP, as in the released code. There each attention layer has
+ONE fused `in_proj_weight` (and one `in_proj_bias`) for q, k and v, while transformers keeps three tensors:
+`fused_qkv_groups` puts each layer's q/k/v weights into one unit and its q/k/v biases into another, so the
+dot product, the norm and the coefficient are taken over their concatenation, exactly as the released rule
+sees the fused tensor (`grouping="fused_qkv"`, the default). `grouping="per_tensor"` treats every
+transformers tensor on its own (this package before the fidelity change).
 
 Where the features come from:
 
@@ -44,6 +51,9 @@ SCENE_TEMPLATE = "a photo of a {}"
 #: "qgr": remove the semantic component when it AGREES with the quality gradient (GRMP-IQA);
 #: "prograd": remove it when it CONFLICTS (ProGrad's original rule).
 PROJECTION_MODES = ("qgr", "prograd")
+#: The units the rule works on: OpenAI CLIP's tensors (q/k/v fused, as released) or transformers' tensors.
+GROUPINGS = ("fused_qkv", "per_tensor")
+_QKV = ("q_proj", "k_proj", "v_proj")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -51,33 +61,68 @@ PROJECTION_MODES = ("qgr", "prograd")
 # ----------------------------------------------------------------------------------------------
 
 
-def projection_coefficients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr") -> list[float]:
+def fused_qkv_groups(names) -> list[list[int]]:
+    """The rule's units over parameters `names` (transformers names, in order): each attention layer's
+    `q_proj`/`k_proj`/`v_proj` weights form one unit and their biases another (OpenAI CLIP's fused
+    `in_proj_weight` / `in_proj_bias`); every other tensor is a unit of its own. Units are lists of
+    positions in `names`, in order of their first member."""
+    groups: dict[str, list[int]] = {}
+    for position, name in enumerate(names):
+        parts = name.split(".")
+        key = name
+        if len(parts) >= 2 and parts[-2] in _QKV:  # "...self_attn.q_proj.weight" -> "...self_attn.in_proj.weight"
+            key = ".".join(parts[:-2] + ["in_proj", parts[-1]])
+        groups.setdefault(key, []).append(position)
+    return list(groups.values())
+
+
+def parameter_groups(names, grouping: str = "fused_qkv") -> list[list[int]] | None:
+    """The units of `grouping` for parameters `names` (None: one unit per tensor)."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    return fused_qkv_groups(list(names)) if grouping == "fused_qkv" else None
+
+
+def projection_coefficients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr", groups=None) -> list[float]:
     """Per tensor, the multiple `c` of `G_g` removed from `G_d` (`G = G_d - c * G_g`); 0 = unchanged.
 
     `c = lam * <G_d, G_g> / ||G_g||^2` when the rule applies (`<G_d, G_g> > 0` for "qgr", `< 0` for
-    "prograd"), else 0; a zero (or missing: None) `G_g` gives 0. Dot products are taken in float64.
+    "prograd"), else 0; a zero (or missing: None) `G_g` gives 0. `groups` (lists of tensor positions, e.g.
+    `fused_qkv_groups`) makes the dot product and the norm sums over each unit's tensors, and gives every
+    member the unit's coefficient; None = one unit per tensor. Dot products are taken in float64.
     """
     if mode not in PROJECTION_MODES:
         raise ValueError(f"mode must be one of {PROJECTION_MODES}, got {mode!r}")
     g_quality, g_semantic = list(g_quality), list(g_semantic)
     if len(g_quality) != len(g_semantic):
         raise ValueError(f"{len(g_quality)} quality gradients but {len(g_semantic)} semantic gradients")
-    coefficients = []
+    dots, norms = [], []
     for index, (g_d, g_g) in enumerate(zip(g_quality, g_semantic)):
         if g_g is None:
-            coefficients.append(0.0)
+            dots.append(0.0)
+            norms.append(0.0)
             continue
         if g_d.shape != g_g.shape:
             raise ValueError(f"gradient {index}: shapes differ ({tuple(g_d.shape)} vs {tuple(g_g.shape)})")
         d, g = g_d.detach().reshape(-1), g_g.detach().reshape(-1)
-        dot, norm2 = float((d * g).sum(dtype=torch.float64)), float((g * g).sum(dtype=torch.float64))
+        dots.append(float((d * g).sum(dtype=torch.float64)))
+        norms.append(float((g * g).sum(dtype=torch.float64)))
+    if groups is None:
+        groups = [[i] for i in range(len(g_quality))]
+    covered = sorted(i for group in groups for i in group)
+    if covered != list(range(len(g_quality))):
+        raise ValueError(f"groups must cover each of the {len(g_quality)} gradients exactly once")
+    coefficients = [0.0] * len(g_quality)
+    for group in groups:
+        dot, norm2 = sum(dots[i] for i in group), sum(norms[i] for i in group)
         applies = dot > 0 if mode == "qgr" else dot < 0
-        coefficients.append(lam * dot / norm2 if applies and norm2 > 0 else 0.0)
+        for i in group:
+            coefficients[i] = lam * dot / norm2 if applies and norm2 > 0 else 0.0
     return coefficients
 
 
-def project_gradients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr") -> list[torch.Tensor]:
-    """Quality-aware gradient regularization, for each parameter tensor separately:
+def project_gradients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr", groups=None) -> list[torch.Tensor]:
+    """Quality-aware gradient regularization, for each unit (a tensor, or a group of `groups`) separately:
     `G = G_d - lam * <G_d, G_g> / ||G_g||^2 * G_g` if `<G_d, G_g> > 0`, else `G = G_d`.
 
     Args:
@@ -85,11 +130,13 @@ def project_gradients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr"
         g_semantic: the semantic-loss gradients `G_g`, same shapes (a zero or None entry leaves `G_d`).
         lam: the strength (5 in GRMP-IQA); 0 returns `G_d`.
         mode: "qgr" (above) or "prograd" (ProGrad's rule: project when `<G_d, G_g> < 0`).
+        groups: units of several tensors (`fused_qkv_groups(names)` reproduces the released rule on
+            transformers' separate q/k/v tensors); None = every tensor on its own.
 
     Returns new tensors where a projection happened, the `G_d` tensors themselves elsewhere.
     """
     g_quality = list(g_quality)
-    coefficients = projection_coefficients(g_quality, g_semantic, lam, mode)
+    coefficients = projection_coefficients(g_quality, g_semantic, lam, mode, groups)
     return [g_d if c == 0.0 else g_d - c * g_g for g_d, g_g, c in zip(g_quality, g_semantic, coefficients)]
 
 
@@ -98,14 +145,15 @@ def project_gradients(g_quality, g_semantic, lam: float = 5.0, mode: str = "qgr"
 # ----------------------------------------------------------------------------------------------
 
 
-def scene_prompts(scenes=SCENE_CLASSES, template: str = SCENE_TEMPLATE) -> list[str]:
-    """`"a photo of a {scene}"` for each scene (underscores become spaces: "still life")."""
-    return [template.format(str(scene).replace("_", " ")) for scene in scenes]
+def scene_prompts(scenes=SCENE_CLASSES, template: str = SCENE_TEMPLATE, literal: bool = False) -> list[str]:
+    """`"a photo of a {scene}"` for each scene. Underscores become spaces ("still life") unless `literal`:
+    the released code tokenizes the class names as written ("a photo of a still_life")."""
+    return [template.format(str(scene) if literal else str(scene).replace("_", " ")) for scene in scenes]
 
 
-def scene_prompt_ids(tokenizer, scenes=SCENE_CLASSES, template: str = SCENE_TEMPLATE) -> torch.Tensor:
+def scene_prompt_ids(tokenizer, scenes=SCENE_CLASSES, template: str = SCENE_TEMPLATE, literal: bool = False) -> torch.Tensor:
     """Token ids (n_scenes, L) of the scene prompts, padded to the longest (CLIP pools at the first EOS)."""
-    ids = tokenizer(scene_prompts(scenes, template), padding=True)["input_ids"]
+    ids = tokenizer(scene_prompts(scenes, template, literal), padding=True)["input_ids"]
     return torch.tensor([list(map(int, row)) for row in ids], dtype=torch.long)
 
 
@@ -199,6 +247,7 @@ def qgr_direction(
     lam: float = 5.0,
     mode: str = "qgr",
     accelerator=None,
+    groups=None,
 ) -> tuple[list[torch.Tensor], dict]:
     """Reduce, average and project: the update direction of one QGR step, identical on every process.
 
@@ -206,11 +255,11 @@ def qgr_direction(
         g_quality_sum: this process's `G_d`, the gradient of its quality loss SUMMED over its samples.
         g_semantic_sum: the same for the semantic loss (`G_g`); ignored (may be empty) when `lam == 0`.
         loss_sums: this process's `(quality loss sum, semantic loss sum, sample count)`.
-        lam, mode: see `project_gradients`.
+        lam, mode, groups: see `project_gradients`.
         accelerator: for the cross-process sums (None: one process).
 
     Both gradients (and the loss sums) are summed over processes in ONE collective, divided by the
-    global sample count (the full-batch mean) and only then projected per tensor. Returns
+    global sample count (the full-batch mean) and only then projected per unit. Returns
     `(grads, stats)`; `stats` holds the global mean losses (`loss`, `loss_semantic`), `count` and
     `projected` (the fraction of tensors whose gradient was projected).
     """
@@ -233,7 +282,7 @@ def qgr_direction(
         return [g / total for g in g_d], {**stats, "loss_semantic": None, "projected": 0.0}
     # the coefficient lam * <G_d, G_g> / ||G_g||^2 does not change when both are scaled by 1 / total, so it is
     # taken on the global sums, and the mean is formed once, in the combination
-    coefficients = projection_coefficients(g_d, g_g, lam, mode)
+    coefficients = projection_coefficients(g_d, g_g, lam, mode, groups)
     grads = [g / total if c == 0.0 else torch.add(g, s, alpha=-c).div_(total) for g, s, c in zip(g_d, g_g, coefficients)]
     stats.update(loss_semantic=float(totals[1]) / total,
                  projected=sum(c != 0.0 for c in coefficients) / max(len(coefficients), 1))
@@ -249,6 +298,7 @@ def qgr_gradients(
     mode: str = "qgr",
     accelerator=None,
     batched_vjp: bool = False,
+    groups=None,
 ) -> tuple[list[torch.Tensor], dict]:
     """One QGR step's update direction from one forward pass: the two VJPs (one when `lam == 0`),
     then `qgr_direction` (cross-process sums BEFORE the per-tensor projection).
@@ -269,11 +319,11 @@ def qgr_gradients(
             g_g = []
         semantic = float(loss_semantic_sum.detach()) if loss_semantic_sum is not None else 0.0
         sums = (float(loss_quality_sum.detach()), semantic, float(count))
-    return qgr_direction(g_d, g_g, sums, lam, mode, accelerator)
+    return qgr_direction(g_d, g_g, sums, lam, mode, accelerator, groups)
 
 
 __all__ = [
-    "PROJECTION_MODES", "SCENE_CLASSES", "SCENE_TEMPLATE", "SceneTeacher", "project_gradients",
-    "projection_coefficients", "qgr_direction", "qgr_gradients", "scene_logits", "scene_loss_sum", "scene_prompt_ids",
-    "scene_prompts", "scene_text_features", "two_vjps",
+    "GROUPINGS", "PROJECTION_MODES", "SCENE_CLASSES", "SCENE_TEMPLATE", "SceneTeacher", "fused_qkv_groups",
+    "parameter_groups", "project_gradients", "projection_coefficients", "qgr_direction", "qgr_gradients",
+    "scene_logits", "scene_loss_sum", "scene_prompt_ids", "scene_prompts", "scene_text_features", "two_vjps",
 ]

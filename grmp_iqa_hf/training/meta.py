@@ -6,9 +6,12 @@ text context and the visual prompts) are meta-learned.
   steps, with `torch.func`), `fomaml` (first order) and `reptile` (theta - phi). Every algorithm is
   expressed as a gradient, so one outer optimizer applies them all: Reptile's
   `theta += beta * mean(phi_t - theta)` is SGD with learning rate beta on `mean(theta - phi_t)`.
-- `official_meta_gradients`: the released code's behaviour, for reproduction only: a task model that
-  is never reset to the meta parameters, alternating support / query Adam steps, and an outer
-  interpolation `theta += 0.01 * mean_i(theta_i - theta)`.
+- `official_phase` + `OfficialTaskSampler`: the released `pretrain.py`, for reproduction only (see
+  `run_meta_pretraining` with `algorithm="official"`): one outer update per data source and epoch over all
+  of that source's distortion types in a shuffled order; per task, the images split 80/20 into a support
+  and a query part, labels min-max scaled within each part, and a task model that is NEVER reset to the
+  meta parameters takes one Adam step (lr 1e-4) on each support batch (75 images) followed by one on the
+  next query batch (50 images, cycling); then `theta += 0.01 * mean_i(theta_i - theta)`.
 - `MetaTaskSampler`: one task per distortion type; each visit draws a support and a query set
   (80/20 by reference where known), keyed by (seed, step, task) only.
 - `evaluate_adaptation`: query loss / SRCC after k SGD adaptation steps on held-out tasks (model
@@ -37,9 +40,14 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .common import check_finite, local_indices, make_accelerator, reduce_sum, rng_for, seed_for, trainable_parameters
+from ..modeling.image_processing_iqa import IMAGENET_MEAN, IMAGENET_STD, IQAImageProcessor
 from .data import ImageCache
 
 ALGORITHMS = ("reptile", "fomaml", "maml", "official")
+#: How the saved parameters are chosen: the lowest held-out query loss, the last step, or (the released
+#: `pretrain.py`'s choice, which leaks when that dataset is also a fine-tuning target) the best SRCC on a
+#: labelled dataset.
+SELECTIONS = ("heldout", "last", "dataset")
 # Evaluation draws use "steps" from here on: a key range that training steps never reach.
 EVALUATION_KEY = 2**40
 
@@ -153,37 +161,58 @@ def meta_gradients(model, tasks, algorithm: str = "maml", inner_lr: float = 1e-2
     return {n: g / len(tasks) for n, g in total.items()}
 
 
-def official_meta_gradients(model, task_params: dict, task_optimizer: torch.optim.Optimizer, tasks,
-                            inner_steps: int = 1, task_seeds=None, stats: dict | None = None) -> dict:
-    """The released GRMP-IQA code's meta-step, expressed as a gradient for an SGD outer step.
+def official_phase(model, task_params: dict, optimizer: torch.optim.Optimizer | None, tasks, inner_lr: float = 1e-4,
+                   new_optimizer_per_task: bool = False, task_seeds=None, stats: dict | None = None):
+    """One phase of the released `pretrain.py` (one data source's tasks, in the given order), as a gradient
+    for an SGD outer step. Returns `(meta_gradient, optimizer)`.
 
-    `task_params` (leaf tensors, `{name: tensor}`) is the persistent task model: it is NOT reset to the
-    meta parameters between tasks or steps (the original's defect, kept for reproduction). For each
-    task it takes `inner_steps` rounds of one Adam step on the support set and one on the query set;
-    its parameters after each task are collected. Returns `theta - mean_i(theta_i)`, so that SGD with
-    learning rate 0.01 performs the original interpolation `theta += 0.01 * mean_i(theta_i - theta)`.
+    Args:
+        model: the meta model; its trainable parameters are theta (read only here).
+        task_params: the persistent task model (leaf tensors, `{name: tensor}`): NOT reset to theta between
+            tasks, phases or epochs (the released defect, kept for reproduction).
+        optimizer: the Adam over `task_params` carried from the previous phase (None: a new one).
+        tasks: a list of `(support_batches, query_batches)`, each a list of dicts with `pixel_values` and
+            `labels`. Support batch `b` is followed by query batch `b mod len(query_batches)`, one Adam step each.
+        inner_lr: the Adam learning rate (1e-4 released).
+        new_optimizer_per_task: a new Adam for every task (the released KADID-10k phase) instead of the
+            carried one (the released TID2013 phase, which inherits the last KADID task's Adam from the
+            previous epoch). The optimizer of the last task is returned for the next phase.
+        task_seeds: a seed per task for dropout (the released task model trains in train mode).
+        stats: if a dict, receives the mean support and query losses.
+
+    The meta-gradient is `theta - mean_i(theta_i)` (theta_i: the task model after task i), so SGD with
+    learning rate 0.01 performs the released `theta += 0.01 * mean_i(theta_i - theta)`.
     """
     theta = {n: p.detach() for n, p in trainable_parameters(model).items()}
+    if not tasks:
+        raise ValueError("official_phase needs at least one task")
     seeds = list(task_seeds) if task_seeds is not None else [None] * len(tasks)
     snapshots = {n: torch.zeros_like(p) for n, p in theta.items()}
-    losses = []
-    for (support, query), task_seed in zip(tasks, seeds):
+    support_losses, query_losses = [], []
+
+    def adam_step(batch):
+        loss = _loss_at(model, task_params, batch)
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(task_params.values(), torch.autograd.grad(loss, list(task_params.values()))):
+            p.grad = g
+        optimizer.step()
+        return float(loss.detach())
+
+    for (support_batches, query_batches), task_seed in zip(tasks, seeds):
+        if optimizer is None or new_optimizer_per_task:
+            optimizer = torch.optim.Adam(list(task_params.values()), lr=inner_lr)
+        if not support_batches or not query_batches:
+            raise ValueError("every task needs at least one support batch and one query batch")
         with _task_rng(task_seed):
-            for _ in range(inner_steps):
-                for batch in (support, query):
-                    loss = _loss_at(model, task_params, batch)
-                    task_optimizer.zero_grad(set_to_none=True)
-                    grads = torch.autograd.grad(loss, list(task_params.values()))
-                    for p, g in zip(task_params.values(), grads):
-                        p.grad = g
-                    task_optimizer.step()
-                    losses.append(float(loss.detach()))
+            for index, support in enumerate(support_batches):
+                support_losses.append(adam_step(support))
+                query_losses.append(adam_step(query_batches[index % len(query_batches)]))
         for n in snapshots:
             snapshots[n] += task_params[n].detach()
     if stats is not None:
-        stats["support_loss"] = float(np.mean(losses[0::2]))
-        stats["query_loss"] = float(np.mean(losses[1::2]))
-    return {n: theta[n] - snapshots[n] / len(tasks) for n in theta}
+        stats["support_loss"] = float(np.mean(support_losses))
+        stats["query_loss"] = float(np.mean(query_losses))
+    return {n: theta[n] - snapshots[n] / len(tasks) for n in theta}, optimizer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,14 +229,16 @@ class MetaTask:
     rows: np.ndarray
     labels: np.ndarray
     refs: list | None = None
+    source: str = ""  # the data source (dataset) the type comes from: `official` runs one phase per source
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
-def build_tasks(distortions, labels, refs=None, valid=None, min_images: int = 4) -> list[MetaTask]:
+def build_tasks(distortions, labels, refs=None, valid=None, min_images: int = 4, sources=None) -> list[MetaTask]:
     """One `MetaTask` per distinct distortion name (in first-seen order); rows not in `valid` (images
-    that failed to decode) are left out; tasks with fewer than `min_images` images are dropped."""
+    that failed to decode) are left out; tasks with fewer than `min_images` images are dropped.
+    `sources` (one per row) names each row's data source."""
     labels = np.asarray(labels, dtype=np.float64)
     valid = set(range(len(labels))) if valid is None else set(int(i) for i in valid)
     by_name: dict[str, list[int]] = {}
@@ -220,7 +251,8 @@ def build_tasks(distortions, labels, refs=None, valid=None, min_images: int = 4)
         if len(rows) < min_images:
             continue
         rows = np.asarray(rows, dtype=np.int64)
-        tasks.append(MetaTask(name, rows, labels[rows], None if refs is None else [refs[i] for i in rows]))
+        tasks.append(MetaTask(name, rows, labels[rows], None if refs is None else [refs[i] for i in rows],
+                              "" if sources is None else str(sources[rows[0]])))
     return tasks
 
 
@@ -300,6 +332,69 @@ class MetaTaskSampler:
         return seed_for(self.seed, step, slot, 2)
 
 
+class OfficialTaskSampler:
+    """The data of one task visit of the released `pretrain.py` (`load_data`), keyed instead of unseeded.
+
+    The task's images are split 80/20 by row (`train_test_split(train_size=0.8)`: floor(0.8 n) support
+    images, both parts in a random order); each part's labels are min-max scaled within the part (the
+    released dataset class scales over its own CSV); support images come from `support_cache` (square
+    resize to 256/224 of the crop) with a random horizontal flip and a random crop (offsets in
+    [0, margin), as `np.random.randint`), query images from `query_cache` (square resize straight to the
+    crop size); batches of `support_batch_size` (75) and `query_batch_size` (50) in that order.
+    """
+
+    def __init__(self, support_cache: ImageCache, query_cache: ImageCache, tasks: list[MetaTask], seed: int,
+                 support_batch_size: int = 75, query_batch_size: int = 50, support_fraction: float = 0.8,
+                 augment: bool = True):
+        if not tasks:
+            raise ValueError("no meta-training tasks")
+        self.support_cache, self.query_cache, self.tasks, self.seed = support_cache, query_cache, tasks, int(seed)
+        self.support_batch_size, self.query_batch_size = support_batch_size, query_batch_size
+        self.support_fraction, self.augment = support_fraction, augment
+
+    @staticmethod
+    def scaled(labels: np.ndarray) -> np.ndarray:
+        """Min-max within one part (a part whose labels are all equal gets 0.5; the released code divides by 0)."""
+        low, high = float(np.min(labels)), float(np.max(labels))
+        return (labels - low) / (high - low) if high > low else np.full_like(labels, 0.5)
+
+    def split(self, task: MetaTask, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        order = rng.permutation(len(task))
+        n_support = min(len(task) - 1, max(1, int(math.floor(self.support_fraction * len(task)))))
+        return order[:n_support], order[n_support:]
+
+    def _support_crop(self, row: int, rng: np.random.Generator) -> torch.Tensor:
+        cache = self.support_cache
+        if not self.augment:
+            return cache.crop(row)
+        _, height, width = cache.images[row].shape
+        flip = bool(rng.random() < 0.5)  # the released order: flip, then crop
+        top = int(rng.integers(0, max(height - cache.crop_size, 1)))
+        left = int(rng.integers(0, max(width - cache.crop_size, 1)))
+        return cache.crop_at(row, top, left, flip)
+
+    def task_batches(self, step: int, slot: int, task_index: int, device=None) -> tuple[list[dict], list[dict]]:
+        """`(support_batches, query_batches)` of task slot `slot` of outer step `step`."""
+        task = self.tasks[task_index]
+        support, query = self.split(task, rng_for(self.seed, step, slot))
+        crop_rng = rng_for(self.seed, step, slot, 0)
+        support_pixels = [self._support_crop(int(task.rows[p]), crop_rng) for p in support]
+        query_pixels = [self.query_cache.crop(int(task.rows[p])) for p in query]
+        out = []
+        for pixels, positions, size in ((support_pixels, support, self.support_batch_size),
+                                        (query_pixels, query, self.query_batch_size)):
+            labels = torch.as_tensor(self.scaled(task.labels[positions]), dtype=torch.float32)
+            batches = []
+            for start in range(0, len(positions), size):
+                batch = {"pixel_values": torch.stack(pixels[start : start + size]), "labels": labels[start : start + size]}
+                batches.append({k: v.to(device) for k, v in batch.items()} if device is not None else batch)
+            out.append(batches)
+        return out[0], out[1]
+
+    def task_seed(self, step: int, slot: int) -> int:
+        return seed_for(self.seed, step, slot, 2)
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation on held-out tasks
 # ----------------------------------------------------------------------------------------------
@@ -359,21 +454,26 @@ class MetaPretrainArguments:
     distortions: list[str] | None = None  # synthetic engine: subset of types (default all 25)
     levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     pristine_size: int = 256
-    holdout: list[str] | int = 3
+    holdout: list[str] | int | None = None  # 3 types; none for official (the released code trains on all)
     algorithm: str = "reptile"
-    max_steps: int = 200
+    max_steps: int | None = None  # 200; official: `epochs` x the number of data sources
+    epochs: int = 50  # official only: one outer update per data source and epoch
     tasks_per_step: int = 4
     support_size: int = 16
     query_size: int = 8
-    inner_lr: float = 1e-2
+    support_batch_size: int = 75  # official only: the released support / query batch sizes
+    query_batch_size: int = 50
+    inner_lr: float | None = None  # 1e-2 (SGD); official: 1e-4 (Adam), the released value
     inner_steps: int = 3
     outer_lr: float | None = None
     outer_optimizer: str | None = None
     augment: bool = True
-    eval_steps: int = 50
+    eval_steps: int | None = None  # 50; official: once per epoch
     eval_adapt_steps: int = 5
     eval_visits: int = 2
-    selection: str = "heldout"
+    selection: str | None = None  # heldout; official: last, or "dataset" with selection_data_dir
+    selection_data_dir: str | None = None  # "dataset" selection: the SRCC on this labelled dataset
+    selection_dataset: str = "imagefolder"
     seed: int = 0
     checkpointing_steps: int | None = None
     resume_from_checkpoint: str | None = None
@@ -384,11 +484,25 @@ class MetaPretrainArguments:
     progress: bool = True
 
     def resolved(self) -> "MetaPretrainArguments":
-        """Fill the algorithm-dependent defaults (outer optimizer and learning rate)."""
+        """Fill the algorithm-dependent defaults (the released values for `official`)."""
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.selection not in ("heldout", "last"):
-            raise ValueError(f"--selection must be 'heldout' or 'last', got {self.selection!r}")
+        official = self.algorithm == "official"
+        if self.selection is None:
+            self.selection = ("dataset" if self.selection_data_dir else "last") if official else "heldout"
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"--selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.selection == "dataset" and not self.selection_data_dir:
+            raise ValueError("--selection dataset needs --selection-data-dir (a labelled dataset scored after each "
+                             "evaluation; the released code used LIVEC, a fine-tuning target: leakage)")
+        if self.holdout is None:
+            self.holdout = 0 if official else 3
+        if self.selection == "heldout" and self.holdout in (0, []):
+            raise ValueError("--selection heldout needs held-out distortion types (--holdout N or names)")
+        if self.inner_lr is None:
+            self.inner_lr = 1e-4 if official else 1e-2
+        if self.eval_steps is None:
+            self.eval_steps = 0 if official else 50  # official: resolved per epoch once the sources are known
         if self.outer_optimizer is None:
             self.outer_optimizer = "sgd" if self.algorithm in ("reptile", "official") else "adam"
         if self.outer_lr is None:
@@ -403,7 +517,9 @@ def _load_model(args: MetaPretrainArguments):
     from ..modeling.modeling_grmp_iqa import GRMPIQAModel
 
     if args.model:
-        return GRMPIQAModel.from_pretrained(args.model)
+        from ..provenance import resolve_model_source
+
+        return GRMPIQAModel.from_pretrained(args.model, revision=resolve_model_source(args.model).load_revision)
     overrides = {k: v for k, v in (("num_visual_prompts", args.num_visual_prompts), ("n_ctx", args.n_ctx),
                                    ("ctx_init", args.ctx_init)) if v is not None}
     return build_model(args.backbone, seed=args.seed, **overrides)
@@ -448,21 +564,80 @@ def _labelled_data(args: MetaPretrainArguments):
     return out
 
 
+@dataclass
+class OfficialCaches:
+    """The two image caches of `algorithm="official"`: support images resized to 256/224 of the crop (random
+    crops are taken from them) and query images resized straight to the crop size, both with the released
+    ImageNet statistics."""
+
+    support: ImageCache
+    query: ImageCache
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+def official_processors(crop_size: int) -> tuple[IQAImageProcessor, IQAImageProcessor]:
+    """`(support, query)` preprocessing of the released `pretrain.py`: square resizes to 256 (for 224 px) and
+    to the crop size, ImageNet mean/std. (Its skimage `transform.resize` is bilinear with Gaussian
+    antialiasing; Pillow's antialiased bilinear filter is the closest we have.)"""
+    common = dict(crop_size=crop_size, resize_mode="square", resample="bilinear",
+                  image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD))
+    return (IQAImageProcessor(resize_size=round(crop_size * 256 / 224), **common),
+            IQAImageProcessor(resize_size=crop_size, **common))
+
+
 def prepare_tasks(args: MetaPretrainArguments, processor, accelerator):
-    """`(cache, train_tasks, holdout_tasks)` from the data settings of `args`."""
+    """`(cache, train_tasks, holdout_tasks)` from the data settings of `args`. For `algorithm="official"` the
+    cache is an `OfficialCaches` (the released preprocessing) instead of one `ImageCache` for `processor`."""
     sources = _labelled_data(args) if args.data_dir else _synthetic_data(args, accelerator)
-    files, labels, refs, names = [], [], [], []
+    files, labels, refs, names, origins = [], [], [], [], []
     for data, distortions, source in sources:
         prefix = f"{source}/" if len(sources) > 1 else ""
         refs += [f"{prefix}{r}" for r in data.groups] if data.groups else [f"{prefix}{i}" for i in data.image_ids]
         files += data.files
         labels += list(data.labels)
         names += [f"{prefix}{d}" if d else d for d in distortions]
-    cache = ImageCache(processor, files, progress=args.progress and accelerator.is_main_process,
-                       desc="Decoding task images")
-    tasks = build_tasks(names, labels, refs, valid=cache.valid_indices)
+        origins += [source] * len(data.files)
+    progress = args.progress and accelerator.is_main_process
+    if args.algorithm == "official":
+        support, query = official_processors(processor.crop_size)
+        cache = OfficialCaches(ImageCache(support, files, progress=progress, desc="Decoding support images"),
+                               ImageCache(query, files, progress=progress, desc="Decoding query images"))
+        valid = sorted(set(cache.support.valid_indices) & set(cache.query.valid_indices))
+    else:
+        cache = ImageCache(processor, files, progress=progress, desc="Decoding task images")
+        valid = cache.valid_indices
+    tasks = build_tasks(names, labels, refs, valid=valid, sources=origins)
     train, holdout = split_holdout(tasks, args.holdout, args.seed)
     return cache, train, holdout
+
+
+class _SelectionSet:
+    """A labelled dataset scored whole (the model's own preprocessing) for `selection="dataset"`."""
+
+    def __init__(self, files, labels, processor, progress: bool, batch_size: int = 32):
+        self.cache = ImageCache(processor, files, progress=progress, desc="Decoding selection images")
+        self.rows = self.cache.valid_indices
+        self.labels = np.asarray(labels, dtype=np.float64)[self.rows]
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def srcc(self, model) -> float:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        scores = [model(pixel_values=self.cache.batch(self.rows[i : i + self.batch_size]).to(device)).scores.cpu()
+                  for i in range(0, len(self.rows), self.batch_size)]
+        model.train(was_training)
+        return float(compute_metrics(torch.cat(scores).double().numpy(), self.labels)["srcc"])
+
+
+def _selection_set(args, model, accelerator) -> _SelectionSet:
+    from ..evaluation.protocol import load_labelled_dataset
+
+    data = load_labelled_dataset(args.selection_data_dir, args.selection_dataset)
+    return _SelectionSet(data.files, data.labels, model.image_processor, args.progress and accelerator.is_main_process)
 
 
 def _outer_optimizer(args, params):
@@ -494,8 +669,9 @@ def run_meta_pretraining(args: MetaPretrainArguments, accelerator=None) -> dict:
         "selected": summary["selected"],
         "heldout_evaluations": summary["evaluations"][-1:],
         "settings": {k: summary["config"][k] for k in (
-            "max_steps", "tasks_per_step", "support_size", "query_size", "inner_lr", "inner_steps", "outer_lr",
-            "outer_optimizer", "seed", "augment", "train_tasks", "holdout_tasks", "num_processes")},
+            "max_steps", "epochs", "tasks_per_step", "support_size", "query_size", "support_batch_size",
+            "query_batch_size", "inner_lr", "inner_steps", "outer_lr", "outer_optimizer", "seed", "augment",
+            "train_tasks", "holdout_tasks", "num_processes")},
         "data": args.data_dir or f"synthetic distortions of {args.pristine_dir or 'scikit-image photos'}",
     }
     if accelerator.is_main_process:
@@ -523,14 +699,31 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
     model.to(device)
     params = trainable_parameters(model)
     names = list(params)
-    sampler = MetaTaskSampler(cache, train_tasks, args.seed, args.support_size, args.query_size, augment=args.augment)
-    holdout_sampler = (MetaTaskSampler(cache, holdout_tasks, args.seed, args.support_size, args.query_size, augment=False)
-                       if holdout_tasks else None)
-    optimizer = _outer_optimizer(args, list(params.values()))
     official = None
-    if args.algorithm == "official":  # the never-reset task model and its Adam
+    if args.algorithm == "official":
+        if not isinstance(cache, OfficialCaches):
+            raise ValueError("algorithm 'official' needs the released preprocessing: pass prepare_tasks()'s OfficialCaches")
+        sampler = OfficialTaskSampler(cache.support, cache.query, train_tasks, args.seed, args.support_batch_size,
+                                      args.query_batch_size, augment=args.augment)
+        # one phase (outer update) per data source and epoch, in the order the sources were given
+        sources = list(dict.fromkeys(t.source for t in train_tasks))
+        phase_tasks = [[i for i, t in enumerate(train_tasks) if t.source == source] for source in sources]
+        if args.max_steps is None:
+            args.max_steps = args.epochs * len(sources)
+        if not args.eval_steps and args.selection != "last":
+            args.eval_steps = len(sources)  # once per epoch, as the released code
+        # the never-reset task model, and the Adam carried into the first source's phase
         official = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
         official_opt = torch.optim.Adam(list(official.values()), lr=args.inner_lr)
+        cache = cache.query  # held-out evaluation uses the query preprocessing
+    else:
+        sampler = MetaTaskSampler(cache, train_tasks, args.seed, args.support_size, args.query_size, augment=args.augment)
+        if args.max_steps is None:
+            args.max_steps = 200
+    holdout_sampler = (MetaTaskSampler(cache, holdout_tasks, args.seed, args.support_size, args.query_size, augment=False)
+                       if holdout_tasks else None)
+    selection_set = _selection_set(args, model, accelerator) if args.selection == "dataset" else None
+    optimizer = _outer_optimizer(args, list(params.values()))
 
     state = {"history": [], "evaluations": [], "best": None}
     best_params = None
@@ -561,11 +754,15 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
         accelerator.init_trackers("meta_pretrain", config={k: str(v) for k, v in config.items()})
 
     def evaluate(step):
-        if holdout_sampler is None:
+        entry = {"step": step}
+        if holdout_sampler is not None:
+            result = evaluate_adaptation(model, holdout_sampler, (0, args.eval_adapt_steps), args.inner_lr,
+                                         args.eval_visits, device=device)
+            entry.update({f"{m}@{k}": v[m] for k, v in result.items() for m in v})
+        if selection_set is not None:
+            entry["selection_srcc"] = selection_set.srcc(model)
+        if len(entry) == 1:
             return None
-        result = evaluate_adaptation(model, holdout_sampler, (0, args.eval_adapt_steps), args.inner_lr,
-                                     args.eval_visits, device=device)
-        entry = {"step": step, **{f"{m}@{k}": v[m] for k, v in result.items() for m in v}}
         state["evaluations"].append(entry)
         accelerator.log({f"heldout/{k}": v for k, v in entry.items() if k != "step"}, step=step)
         return entry
@@ -587,24 +784,28 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
 
     if start_step == 0 and args.max_steps > 0 and holdout_sampler is not None and not state["evaluations"]:
         first = evaluate(0)
-        accelerator.print(f"held-out before meta-training: {json.dumps(first)}")
+        if args.progress:
+            accelerator.print(f"before meta-training: {json.dumps(first)}")
 
     bar = tqdm(total=args.max_steps, initial=start_step, desc=f"Meta-pre-training ({args.algorithm})",
                disable=not (args.progress and accelerator.is_main_process))
     model.train()
     started = time.perf_counter()
     for step in range(start_step, args.max_steps):
-        task_ids = sampler.step_tasks(step, args.tasks_per_step)
         stats: dict = {}
         if args.algorithm == "official":
-            # one never-reset task model visits the step's tasks in order: not parallel across processes,
+            # one never-reset task model visits the phase's tasks in order: not parallel across processes,
             # so every process runs the whole sequence (identical results)
-            pairs = [sampler.task_pair(step, slot, t, device) for slot, t in enumerate(task_ids)]
-            grads = official_meta_gradients(model, official, official_opt, pairs, args.inner_steps,
-                                            [sampler.task_seed(step, s) for s in range(len(task_ids))], stats)
+            phase = step % len(phase_tasks)
+            task_ids = [phase_tasks[phase][i] for i in rng_for(args.seed, step).permutation(len(phase_tasks[phase]))]
+            tasks = [sampler.task_batches(step, slot, t, device) for slot, t in enumerate(task_ids)]
+            grads, official_opt = official_phase(
+                model, official, official_opt, tasks, args.inner_lr, new_optimizer_per_task=phase > 0,
+                task_seeds=[sampler.task_seed(step, s) for s in range(len(task_ids))], stats=stats)
             flat = [grads[n] for n in names]
             losses = torch.tensor([stats["support_loss"], stats["query_loss"]], device=device)
         else:
+            task_ids = sampler.step_tasks(step, args.tasks_per_step)
             mine = local_indices(len(task_ids), accelerator)
             flat = [torch.zeros_like(params[n]) for n in names]
             losses = torch.zeros(2, device=device)
@@ -632,10 +833,11 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
         if args.eval_steps and (done % args.eval_steps == 0 or done == args.max_steps):
             entry = evaluate(done)
             model.train()
-            if entry is not None and args.selection == "heldout":
-                score = entry[f"query_loss@{args.eval_adapt_steps}"]
+            if entry is not None and args.selection != "last":
+                metric = f"query_loss@{args.eval_adapt_steps}" if args.selection == "heldout" else "selection_srcc"
+                score = entry[metric] if args.selection == "heldout" else -entry[metric]  # lower is better
                 if state["best"] is None or score < state["best"]["score"]:
-                    state["best"] = {"step": done, "score": score, "metric": f"query_loss@{args.eval_adapt_steps}"}
+                    state["best"] = {"step": done, "score": score, "metric": metric}
                     best_params = {n: p.detach().clone() for n, p in params.items()}
         if args.checkpointing_steps and done % args.checkpointing_steps == 0 and done < args.max_steps:
             if accelerator.is_main_process:
@@ -645,11 +847,15 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
     model.eval()
 
     selected = {"mode": "initial (max_steps 0)"} if args.max_steps == 0 else {"mode": "last", "step": args.max_steps}
-    if best_params is not None and args.selection == "heldout":
+    if best_params is not None and args.selection != "last":
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(best_params[n])
-        selected = {"mode": "heldout", **state["best"]}
+        selected = {"mode": args.selection, **state["best"]}
+        if args.selection == "dataset":
+            selected["data"] = args.selection_data_dir
+            selected["note"] = ("the released pretrain.py's choice: the step with the best SRCC on this dataset; it "
+                                "leaks when the same dataset is later a fine-tuning target")
     return {
         "algorithm": args.algorithm,
         "selected": selected,

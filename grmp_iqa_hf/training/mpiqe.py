@@ -5,15 +5,16 @@ with the model's own loss: quality, plus the scene / distortion terms when those
 
 - Every random choice is keyed, never drawn from a shared stream: the order of epoch `e` is a
   permutation from `(seed, stream, e)`, the random crop + flip of image `i` in epoch `e` comes from
-  `(seed, stream, e, i)` (`ImageCache.batch`), and the torch RNG (visual-prompt dropout) is reseeded
-  with `(seed, stream, step)` on every process before each step.
+  `(seed, stream, e, i)` (`ImageCache.batch`), and the visual-prompt dropout masks of image `i` in
+  step `s` from its own stream `(seed, stream, s, i)` (each image has its own mask, as the released
+  GRMP-IQA prompts; the torch RNG is also reseeded with `(seed, stream, step)` for anything else).
 - Data parallel without DDP: the samples of each batch are dealt round robin to the processes; each
   process back-propagates `loss_local * n_local / n_batch`, and the gradients (with the loss statistics)
   are summed over processes in one collective (`reduce_sum`) before the optimizer step, so every
   process holds the same parameters. The MP-IQE loss is a mean of per-image terms (an image without a
   scene / distortion label counts zero in that term), so this gives exactly the gradient of the global
   batch: results do not depend on the number of processes (up to float summation order), as long as
-  the model's fusion/head dropout is 0 (the default; prompt dropout is batch-independent).
+  the model's fusion/head dropout is 0 (the default; prompt dropout is keyed per image).
 - The learning rate is a pure function of the step (linear warm-up, then cosine or constant), so no
   scheduler state is stored. Checkpoints (`checkpointing.py`: safetensors + JSON, atomic) every
   `checkpointing_steps` hold the trainable parameters, AdamW's state and the epoch statistics so far;
@@ -317,6 +318,8 @@ def train_mpiqe(
                     pixel_values = cache.batch(mine, keys=(args.seed, stream, epoch)).to(device)
                     out = model(
                         pixel_values=pixel_values,
+                        dropout_generators=[torch.Generator().manual_seed(seed_for(args.seed, stream, step, int(i)))
+                                            for i in mine],
                         labels=labels[index].to(device),
                         scene_labels=None if scenes is None else scenes[index].to(device),
                         distortion_labels=None if distortions is None else distortions[index].to(device),
