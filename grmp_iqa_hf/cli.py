@@ -93,13 +93,13 @@ def _device(args) -> str:
     return name
 
 
-def _resolve_model(args):
-    """Check --model/--revision before anything heavy is imported; None (after printing why) when it is
-    neither a model folder nor a Hub model that can be found."""
+def _resolve_model(name, revision=None, what: str = "model"):
+    """Check a --model (or --backbone) and its revision before anything heavy is imported; None (after printing
+    why) when it is neither a model folder, the built-in tiny-random, nor a Hub model that can be found."""
     from .provenance import ModelNotFoundError, resolve_model_source
 
     try:
-        return resolve_model_source(args.model, args.revision)
+        return resolve_model_source(name, revision, what=what)
     except ModelNotFoundError as err:
         _print_error(str(err))
         return None
@@ -119,7 +119,7 @@ def _load_model(args, source, device):
 
 def _prepare_model(args):
     """--model, then --device, then the weights: the cheap checks first."""
-    source = _resolve_model(args)
+    source = _resolve_model(args.model, args.revision)
     if source is None:
         return None
     return _load_model(args, source, _device(args))
@@ -257,14 +257,8 @@ def cmd_push_dataset(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    if args.backbone != "tiny-random":
-        from .provenance import ModelNotFoundError, resolve_model_source
-
-        try:
-            resolve_model_source(args.backbone, what="backbone")
-        except ModelNotFoundError as err:
-            _print_error(str(err))
-            return EXIT_USAGE
+    if _resolve_model(args.backbone, what="backbone") is None:
+        return EXIT_USAGE
     device = _device(args)
     from .quickstart import run_quickstart
 

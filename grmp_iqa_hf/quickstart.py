@@ -16,8 +16,6 @@ model, the backbone, the versions, device, dtype and time (`grmp_iqa_hf.provenan
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 from pathlib import Path
@@ -101,9 +99,7 @@ def run_quickstart(
     meta_args = MetaPretrainArguments(output_dir=str(out / "meta"), algorithm="fomaml", max_steps=meta_steps,
                                       inner_lr=0.1, inner_steps=2, support_size=8, query_size=8,
                                       eval_steps=max(1, meta_steps // 3), seed=seed, progress=not quiet)
-    # meta_pretrain prints its first held-out evaluation even without a progress bar
-    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-        meta = meta_pretrain(model, cache, train_tasks, holdout_tasks, meta_args, accelerator)
+    meta = meta_pretrain(model, cache, train_tasks, holdout_tasks, meta_args, accelerator)
     first, last = meta["evaluations"][0], meta["evaluations"][-1]
     srcc["meta_pretrained"] = test_srcc(model)
     say(f"   held-out types ({', '.join(t.name for t in holdout_tasks)}): query loss after 5 adaptation steps "

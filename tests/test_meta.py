@@ -302,3 +302,25 @@ def test_one_and_two_processes_agree(tmp_path, algorithm):
     assert info["config"]["num_processes"] == 2
     a, b = _prompts(tmp_path / "one"), _prompts(tmp_path / "two")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_official_runs_one_phase_per_epoch_and_selects_on_a_dataset(tmp_path):
+    """`--algorithm official` end to end: released defaults (Adam 1e-4, no held-out types), one outer update
+    per data source and epoch over all of its types, and `--selection dataset` (the released choice: the best
+    SRCC on a labelled dataset, scored once per epoch) recorded as such."""
+    from grmp_iqa_hf.testing import write_noise_folder
+
+    selection_dir = write_noise_folder(tmp_path / "selection", 12)
+    summary = run_meta_pretraining(_args(
+        tmp_path / "official", algorithm="official", holdout=None, max_steps=None, epochs=2, inner_lr=None,
+        support_batch_size=3, query_batch_size=2, eval_steps=None, selection_data_dir=str(selection_dir)))
+    config = summary["config"]
+    assert config["inner_lr"] == 1e-4 and config["max_steps"] == 2 and config["holdout_tasks"] == []
+    assert [sorted(h["tasks"]) for h in summary["history"]] == [["gaussian_blur", "jpeg", "white_noise"]] * 2
+    assert [e["step"] for e in summary["evaluations"]] == [1, 2]
+    assert all(-1 <= e["selection_srcc"] <= 1 for e in summary["evaluations"])
+    best = max(summary["evaluations"], key=lambda e: e["selection_srcc"])
+    assert summary["selected"]["mode"] == "dataset" and summary["selected"]["step"] == best["step"]
+    assert "leaks" in summary["selected"]["note"]
+    info = GRMPIQAModel.from_pretrained(tmp_path / "official").config.training_info
+    assert info["algorithm"] == "official" and info["selected"]["mode"] == "dataset"

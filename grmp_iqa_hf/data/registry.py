@@ -31,6 +31,7 @@ __all__ = [
     "dataset_facts",
     "list_datasets",
     "normalize_mos",
+    "minmax_scale",
     "facts_for_pyiqa_meta_file",
     "KADID10K_DISTORTIONS",
     "TID2013_DISTORTIONS",
@@ -503,6 +504,15 @@ def facts_for_pyiqa_meta_file(file_name: str) -> Optional[IQADatasetFacts]:
         if facts.pyiqa_name and facts.pyiqa_name.lower() == m.group(1).lower():
             return facts
     return None
+
+
+def minmax_scale(values) -> np.ndarray:
+    """``(v - min) / (max - min)`` over ``values`` (float64): the scaling of datasets whose range is unknown, and
+    the released GRMP-IQA code's label scaling within a subset. Constant values give 0.5 (the released code
+    divides by zero there)."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(np.min(values)), float(np.max(values))
+    return (values - low) / (high - low) if high > low else np.full_like(values, 0.5)
 
 
 def normalize_mos(

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from ..modeling.image_processing_iqa import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling.modeling_grmp_iqa import GRMPIQAModel
+from ..data import minmax_scale
 from ..models import TINY_BACKBONE, load_backbone
 from ..training.common import make_accelerator, reduce_sum, seed_for
 from ..training.data import ImageCache
@@ -433,8 +434,7 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
                 resume = "latest"  # a checkpoint path belongs to one split; the others continue their latest
         train_labels = data.labels[split.train]
         if config.paper_mode:  # the released `normalization()`: min-max within the training images
-            low, high = float(train_labels.min()), float(train_labels.max())
-            train_labels = (train_labels - low) / (high - low) if high > low else np.full_like(train_labels, 0.5)
+            train_labels = minmax_scale(train_labels)
         options = config.training_options()
         history = finetune(
             model, cache, train_labels, indices=split.train, epochs=config.resolved_epochs(),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import image_paths, load_iqa_dataset, make_splits, read_iqa_info
+from ..data import image_paths, load_iqa_dataset, make_splits, minmax_scale, read_iqa_info
 from ..data.splits import Split
 from .metrics import compute_metrics, summarize
 
@@ -62,7 +62,7 @@ def load_labelled_dataset(data_dir, dataset: str = "imagefolder", **load_options
         data = load_iqa_dataset(dataset, data_dir, **load_options)
         raw = np.asarray(data["mos"], dtype=np.float64)
         low, high = float(raw.min()), float(raw.max())
-        labels = (raw - low) / (high - low) if high > low else np.full_like(raw, 0.5)
+        labels = minmax_scale(raw)
         if load_options.get("higher_is_better") is False:
             labels = 1.0 - labels
         note = f"scores min-max scaled from [{low:g}, {high:g}] to [0, 1] (range unknown to the registry)"

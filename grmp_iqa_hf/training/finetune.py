@@ -478,9 +478,9 @@ class FewShotTrainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _training_mode(self, training: bool = True) -> None:
+    def _training_mode(self) -> None:
         # train mode only switches the visual prompts' dropout on (CLIP has none)
-        self.model.train(training and self.prompt_dropout)
+        self.model.train(self.prompt_dropout)
 
     def batches(self, epoch: int) -> list[list[int]]:
         """Sample positions of each step of `epoch` (over all processes): the whole set in order for
@@ -517,7 +517,7 @@ class FewShotTrainer:
             table = torch.zeros(self.num_samples, self.pool, self.teacher.num_classes, device=self.device,
                                 dtype=self.dtype)
         if self.cache_trunk or table is not None:
-            self._training_mode(True)  # the pool entries' dropout draws of the frozen layers
+            self._training_mode()  # the pool entries' dropout draws of the frozen layers
             for chunk in self._chunks(local_items, self.cache_batch_size):
                 positions, crops = [p for p, _ in chunk], [c for _, c in chunk]
                 pixels = self.pixels(positions, crops, epoch=0)
@@ -557,14 +557,16 @@ class FewShotTrainer:
     def _local_eval_positions(self, name) -> list[int]:
         return [p for p in range(len(self.eval_sets[name][0])) if p % self.world == self.rank]
 
-    def trunk_hidden(self, positions, crop_ids, epoch: int, pixels=None) -> torch.Tensor:
-        """Hidden states entering the first trainable block, from the cache or recomputed (in the current mode,
-        with the trunk's dropout streams)."""
+    def trunk_hidden(self, positions, crop_ids, epoch: int, pixels=None, generators=None) -> torch.Tensor:
+        """Hidden states entering the first trainable block, from the cache or recomputed (in the current mode)
+        from `pixels` with the trunk's dropout streams `generators` (default: `trunk_generators`)."""
         if self.cache_trunk:
             return torch.stack([self.trunk[(self.train_indices[p], c)] for p, c in zip(positions, crop_ids)])
         if pixels is None:
             pixels = self.pixels(positions, crop_ids, epoch)
-        return vision_trunk(self.model, pixels, self.start, self.trunk_generators(positions, crop_ids, epoch))
+        if generators is None:
+            generators = self.trunk_generators(positions, crop_ids, epoch)
+        return vision_trunk(self.model, pixels, self.start, generators)
 
     def teacher_targets(self, positions, crop_ids, epoch: int, pixels=None) -> torch.Tensor:
         if self.teacher_table is not None:
@@ -584,11 +586,9 @@ class FewShotTrainer:
         if not self.cache_trunk or (self.lam != 0 and self.teacher_table is None):
             pixels = self.pixels(positions, crop_ids, epoch, batch_index)
         with self._autocast():
+            # with fresh crops the head continues the trunk's dropout streams, so they are made here
             trunk_generators = None if self.cache_trunk else self.trunk_generators(positions, crop_ids, epoch)
-            if self.cache_trunk:
-                hidden = self.trunk_hidden(positions, crop_ids, epoch)
-            else:
-                hidden = vision_trunk(self.model, pixels, self.start, trunk_generators)
+            hidden = self.trunk_hidden(positions, crop_ids, epoch, pixels, trunk_generators)
             generators = self.head_generators(positions, epoch, trunk_generators)
             features = vision_head(self.model, hidden, self.start, generators)
             labels = self.labels_tensor[torch.as_tensor(positions, device=self.device)]
@@ -603,7 +603,7 @@ class FewShotTrainer:
         """One optimizer step on the samples `batch_positions` (over all processes); `batch_index` is the
         step's position within its epoch (it seeds the released per-batch crops)."""
         self.prepare()  # caches come from the starting model: before the first update
-        self._training_mode(True)
+        self._training_mode()
         started = time.perf_counter()
         local = [p for p in batch_positions if p % self.world == self.rank]
         g_d = g_g = None

@@ -40,6 +40,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .common import check_finite, local_indices, make_accelerator, reduce_sum, rng_for, seed_for, trainable_parameters
+from ..data.registry import minmax_scale
 from ..modeling.image_processing_iqa import IMAGENET_MEAN, IMAGENET_STD, IQAImageProcessor
 from .data import ImageCache
 
@@ -352,12 +353,6 @@ class OfficialTaskSampler:
         self.support_batch_size, self.query_batch_size = support_batch_size, query_batch_size
         self.support_fraction, self.augment = support_fraction, augment
 
-    @staticmethod
-    def scaled(labels: np.ndarray) -> np.ndarray:
-        """Min-max within one part (a part whose labels are all equal gets 0.5; the released code divides by 0)."""
-        low, high = float(np.min(labels)), float(np.max(labels))
-        return (labels - low) / (high - low) if high > low else np.full_like(labels, 0.5)
-
     def split(self, task: MetaTask, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         order = rng.permutation(len(task))
         n_support = min(len(task) - 1, max(1, int(math.floor(self.support_fraction * len(task)))))
@@ -383,7 +378,7 @@ class OfficialTaskSampler:
         out = []
         for pixels, positions, size in ((support_pixels, support, self.support_batch_size),
                                         (query_pixels, query, self.query_batch_size)):
-            labels = torch.as_tensor(self.scaled(task.labels[positions]), dtype=torch.float32)
+            labels = torch.as_tensor(minmax_scale(task.labels[positions]), dtype=torch.float32)  # within the part
             batches = []
             for start in range(0, len(positions), size):
                 batch = {"pixel_values": torch.stack(pixels[start : start + size]), "labels": labels[start : start + size]}
@@ -573,9 +568,6 @@ class OfficialCaches:
     support: ImageCache
     query: ImageCache
 
-    def __len__(self) -> int:
-        return len(self.query)
-
 
 def official_processors(crop_size: int) -> tuple[IQAImageProcessor, IQAImageProcessor]:
     """`(support, query)` preprocessing of the released `pretrain.py`: square resizes to 256 (for 224 px) and
@@ -616,21 +608,18 @@ def prepare_tasks(args: MetaPretrainArguments, processor, accelerator):
 class _SelectionSet:
     """A labelled dataset scored whole (the model's own preprocessing) for `selection="dataset"`."""
 
-    def __init__(self, files, labels, processor, progress: bool, batch_size: int = 32):
+    def __init__(self, files, labels, processor, progress: bool):
         self.cache = ImageCache(processor, files, progress=progress, desc="Decoding selection images")
         self.rows = self.cache.valid_indices
         self.labels = np.asarray(labels, dtype=np.float64)[self.rows]
-        self.batch_size = batch_size
 
-    @torch.no_grad()
-    def srcc(self, model) -> float:
+    def srcc(self, model, accelerator=None) -> float:
+        from ..evaluation.fewshot import score_rows
+
         was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        scores = [model(pixel_values=self.cache.batch(self.rows[i : i + self.batch_size]).to(device)).scores.cpu()
-                  for i in range(0, len(self.rows), self.batch_size)]
+        scores = score_rows(model, self.cache, self.rows, accelerator)  # eval mode, rows shared over processes
         model.train(was_training)
-        return float(compute_metrics(torch.cat(scores).double().numpy(), self.labels)["srcc"])
+        return float(compute_metrics(scores, self.labels)["srcc"])
 
 
 def _selection_set(args, model, accelerator) -> _SelectionSet:
@@ -760,7 +749,7 @@ def meta_pretrain(model, cache: ImageCache, train_tasks: list[MetaTask], holdout
                                          args.eval_visits, device=device)
             entry.update({f"{m}@{k}": v[m] for k, v in result.items() for m in v})
         if selection_set is not None:
-            entry["selection_srcc"] = selection_set.srcc(model)
+            entry["selection_srcc"] = selection_set.srcc(model, accelerator)
         if len(entry) == 1:
             return None
         state["evaluations"].append(entry)
