@@ -4,7 +4,10 @@ At ViT-B/16 size (random weights: the cost does not depend on their values), on 
 - `clip_image_features`: `CLIPModel.get_image_features` (the floor: what any CLIP scorer must pay);
 - `grmp_coop`: GRMP-IQA with text context only (`num_visual_prompts=0`): text features are cached, so it
   should cost the image tower alone;
-- `grmp_vpt100`: GRMP-IQA with 100 deep visual prompts (297 tokens instead of 197 per layer);
+- `grmp_vpt100`: GRMP-IQA with 100 deep visual prompts (297 tokens instead of 197 per layer); the blocks
+  compute only the rows that are read (`skip_unused_queries`, the default): the last block the CLS query, the
+  others every row but the prompts, which the next block replaces;
+- `grmp_vpt100_all_queries`: the same model computing every row of every block (before that change);
 - `mp_iqe`: MP-IQE with its default config (100 deep visual prompts, 9 + 11 cached prompt features as
   queries of a 2-layer multimodal encoder over the 196 patch tokens, then the quality head).
 
@@ -71,12 +74,15 @@ def candidates(clip, tokenizer, device) -> dict:
     """name -> callable(pixel_values), every module on `device`. Extended by later models (MP-IQE)."""
     coop = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=0).to(device).eval()
     vpt = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100).to(device).eval()
+    vpt_full = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100).to(device).eval()
+    vpt_full.skip_unused_queries = False
     mp_iqe = MPIQEModel.from_clip(clip, tokenizer).to(device).eval()
     clip = clip.to(device)
     return {
         "clip_image_features": lambda px: clip.get_image_features(pixel_values=px).pooler_output,
         "grmp_coop": lambda px: coop(pixel_values=px).scores,
         "grmp_vpt100": lambda px: vpt(pixel_values=px).scores,
+        "grmp_vpt100_all_queries": lambda px: vpt_full(pixel_values=px).scores,
         "mp_iqe": lambda px: mp_iqe(pixel_values=px).scores,
     }
 
@@ -86,9 +92,13 @@ def main(argv=None):
     parser.add_argument("--size", choices=["base", "tiny"], default="base")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's; 1 avoids thread "
+                                                     "contention on a shared machine)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     clip, tokenizer = build_backbone(args.size)
     models = candidates(clip, tokenizer, args.device)

@@ -21,13 +21,11 @@ import json
 import tempfile
 import time
 
-import torch
 
 from grmp_iqa_hf.models import build_model
 from grmp_iqa_hf.training.common import make_accelerator
-from grmp_iqa_hf.training.meta import (
-    ALGORITHMS, MetaPretrainArguments, MetaTaskSampler, evaluate_adaptation, meta_pretrain, prepare_tasks,
-)
+from grmp_iqa_hf.protocols.meta import MetaPretrainArguments, prepare_tasks
+from grmp_iqa_hf.training.meta import ALGORITHMS, MetaTaskSampler, evaluate_adaptation, meta_pretrain
 
 
 def main(argv=None):

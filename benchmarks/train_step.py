@@ -35,7 +35,8 @@ from inference import build_backbone, run_info, timed  # noqa: E402  (shared ben
 from grmp_iqa_hf import GRMPIQAModel  # noqa: E402
 from grmp_iqa_hf.training.finetune import FewShotTrainer  # noqa: E402
 
-TARGETS = {"qgr_over_plain": 1.4, "cached_over_uncached": 0.5}
+# issue 15's targets on these CPUs (exact QGR needs two backward passes: about 1.65x a plain step is the floor)
+TARGETS = {"qgr_over_plain": 1.75, "cached_over_uncached": 0.55}
 
 
 def build(size: str, device: str):

@@ -76,7 +76,7 @@ $LAUNCH examples/meta_pretrain.py --backbone "$BACKBONE" \
 fewshot() {  # name, data dir, dataset format, size flags...
     local name="$1" dir="$2" format="$3"; shift 3
     echo "== 2/2 few-shot on $name ($*)"
-    $LAUNCH examples/finetune_fewshot.py --model "$OUT/meta" --backbone "$BACKBONE" \
+    $LAUNCH examples/finetune_fewshot.py --model "$OUT/meta" \
         --data-dir "$dir" --dataset "$format" "$@" --num-splits "$NUM_SPLITS" --seed "$SEED" \
         --epochs "$EPOCHS" --qgr-lambda "$QGR_LAMBDA" \
         --top-k-blocks "$TOP_K" --micro-batch-size "$MICRO_BATCH" --checkpointing-steps 100 \

@@ -8,19 +8,16 @@
 
 Writes OUTPUT_DIR/report.json (per-epoch `history`, test SRCC/PLCC per split and their median), the model
 of split 0 (`AutoModel.from_pretrained(OUTPUT_DIR)`), and per-split checkpoints. Every flag is a field
-of `grmp_iqa_hf.training.mpiqe.MPIQETrainingArguments` (`--help` lists them).
+of `grmp_iqa_hf.protocols.mpiqe.MPIQETrainingArguments` (`--help` lists them).
 """
 
-from transformers import HfArgumentParser
-
+from grmp_iqa_hf.protocols.arguments import parse_arguments
+from grmp_iqa_hf.protocols.mpiqe import MPIQETrainingArguments, run_mpiqe
 from grmp_iqa_hf.training.common import exit_on_input_errors
-from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, run_mpiqe
 
 
-def main(argv=None):
-    parser = HfArgumentParser(MPIQETrainingArguments, description=__doc__)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    run_mpiqe(args)
+def main(argv=None) -> dict:
+    return run_mpiqe(parse_arguments(MPIQETrainingArguments, argv, description=__doc__))
 
 
 if __name__ == "__main__":

@@ -30,14 +30,9 @@ def register_auto_classes() -> None:
     _registered = True  # first: the imports below load transformers modules, which must not come back here
     try:
         _remove_import_hook()
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel
+        from .methods import register_all_with_auto  # every method of the registry (`methods.METHODS`)
 
-        from .modeling import GRMPIQAConfig, GRMPIQAModel, IQAImageProcessor, MPIQEConfig, MPIQEModel
-
-        for config, model in ((GRMPIQAConfig, GRMPIQAModel), (MPIQEConfig, MPIQEModel)):
-            AutoConfig.register(config.model_type, config, exist_ok=True)
-            AutoModel.register(config, model, exist_ok=True)
-            AutoImageProcessor.register(config, slow_image_processor_class=IQAImageProcessor, exist_ok=True)
+        register_all_with_auto()
     except BaseException:
         _registered = False
         raise

@@ -10,20 +10,19 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel, AutoTokenizer, CLIPModel
 
-from .modeling.modeling_grmp_iqa import GRMPIQAModel
-from .modeling.modeling_mp_iqe import MPIQEModel
+from .methods import MODEL_CLASSES  # {model_type: model class}, a view of the method registry
 from .provenance import TINY_BACKBONE, ModelNotFoundError, ModelSource, attach_source, resolve_model_source
-from .testing import tiny_clip
-
-MODEL_CLASSES = {"grmp_iqa": GRMPIQAModel, "mp_iqe": MPIQEModel}
 
 __all__ = ["TINY_BACKBONE", "MODEL_CLASSES", "ModelNotFoundError", "load_backbone", "build_model", "load_model"]
 
 
 def load_backbone(backbone: str = TINY_BACKBONE, seed: int = 0, revision: str | None = None):
     """`(CLIPModel, tokenizer)` for `"tiny-random"` (built offline, deterministic for `seed`) or a CLIP
-    Hub id / local directory in transformers format."""
+    Hub id / local directory in transformers format. The one way production code reaches the test CLIP
+    (`testing.py`): code that needs the tiny tokenizer calls `load_backbone(TINY_BACKBONE)`."""
     if backbone == TINY_BACKBONE:
+        from .testing import tiny_clip  # test helpers stay out of the import graph until asked for
+
         return tiny_clip(seed=seed)
     source = resolve_model_source(backbone, revision, what="backbone")
     revision = source.load_revision or revision

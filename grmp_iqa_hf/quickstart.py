@@ -31,7 +31,8 @@ from .scoring import score_files, write_rows
 from .training.common import make_accelerator
 from .training.data import ImageCache
 from .training.finetune import finetune
-from .training.meta import MetaPretrainArguments, build_tasks, meta_pretrain, split_holdout
+from .protocols.meta import MetaPretrainArguments
+from .training.meta import build_tasks, meta_pretrain, split_holdout
 
 
 def _say(message: str) -> None:

@@ -4,9 +4,12 @@
 `grmp-iqa evaluate` use over folders: images are decoded in a small thread pool while the model runs,
 and each file that cannot be read is reported with its reason.
 
-Output files (`write_rows`): JSON is an object `{"provenance": {...}, "predictions": [{"path", "score",
-"error"}, ...]}`; CSV is a plain table (`path,score,error`, readable by `pandas.read_csv` and `csv` as is)
-with its provenance in the sidecar file `<output>.json` (e.g. `scores.csv.json`).
+Output files (`write_rows`): JSON (strict: NaN as null) is an object `{"provenance": {...}, "predictions":
+[{"path", "score", "error"}, ...]}`; CSV is a plain table (`path,score,error`, readable by `pandas.read_csv`
+and `csv` as is) with its provenance in the sidecar file `<output>.json` (e.g. `scores.csv.json`).
+
+`score_rows` scores rows of an `ImageCache` shared out over processes (the protocol runners' evaluation).
+Both go through `modeling.prediction.batched_outputs`, the one batch-scoring loop (`model.predict` too).
 
 torch and the models are imported inside the functions: the CLI finds the files before it loads anything.
 """
@@ -14,11 +17,12 @@ torch and the models are imported inside the functions: the CLI finds the files 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .json_io import write_json
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".pbm"}
@@ -67,35 +71,60 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
     import torch
     from tqdm.auto import tqdm
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    from .modeling.prediction import batched_outputs
+
     processor = model.image_processor
-    was_training = model.training
-    model.eval()
-    rows: list[ScoreRow] = []
-    bar = tqdm(total=len(files), desc="Scoring", unit="img", disable=not progress)
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-            chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-            # decode the next chunk while the model runs on the current one
-            pending = [pool.submit(_load_and_preprocess, processor, f) for f in chunks[0]] if chunks else []
-            for index, chunk in enumerate(chunks):
-                loaded = [job.result() for job in pending]
-                if index + 1 < len(chunks):
-                    pending = [pool.submit(_load_and_preprocess, processor, f) for f in chunks[index + 1]]
-                good = [i for i, (pixels, _) in enumerate(loaded) if pixels is not None]
-                scores = {}
-                if good:
-                    batch = torch.stack([loaded[i][0] for i in good]).to(device)
-                    with torch.no_grad():
-                        values = model(pixel_values=batch).scores.float().cpu().tolist()
-                    scores = dict(zip(good, values))
-                for i, path in enumerate(chunk):
-                    rows.append(ScoreRow(path=path, score=scores.get(i), error=loaded[i][1]))
-                bar.update(len(chunk))
-    finally:
-        bar.close()
-        model.train(was_training)
-    return rows
+    loaded: list[tuple] = []  # (pixels or None, error) per file, in order
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+
+        def submit(start: int) -> list:
+            return [pool.submit(_load_and_preprocess, processor, f) for f in files[start : start + batch_size]]
+
+        pending = submit(0)
+
+        def load_batch(chunk):
+            nonlocal pending
+            loaded.extend(job.result() for job in pending)
+            pending = submit(len(loaded))  # decode the next chunk while the model runs on this one
+            good = [pixels for pixels, _ in loaded[len(loaded) - len(chunk) :] if pixels is not None]
+            return torch.stack(good) if good else None  # unreadable files are left out, and get no score
+
+        scores = batched_outputs(model, load_batch, files, batch_size, device, progress=progress,
+                                 tqdm_class=tqdm)["scores"].float().cpu().tolist()
+    scores = iter(scores)
+    return [ScoreRow(path=path, score=None if pixels is None else next(scores), error=error)
+            for path, (pixels, error) in zip(files, loaded)]
+
+
+def score_rows(model, cache, rows, accelerator=None, batch_size: int = 32, fields=("scores",)) -> dict:
+    """`{field: float64 array}` of the model's outputs `fields` (e.g. `"scores"`, `"scene_logits"`) for the
+    rows `rows` of an `ImageCache` (its centre crops, exactly `model.image_processor`).
+
+    The rows are dealt round robin over processes (position `p` to process `p % world`), each process scores
+    its share, and the results are summed back, so every process returns all of them, in `rows` order."""
+    import numpy as np
+    import torch
+
+    from .distributed import reduce_sum
+    from .modeling.prediction import batched_outputs
+
+    rows = [int(r) for r in rows]
+    if not rows:
+        return {field: np.zeros(0) for field in fields}
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    mine = [p for p in range(len(rows)) if p % world == rank]
+    # a process without a share (fewer rows than processes) scores row 0 only to learn each field's shape
+    outputs = batched_outputs(model, lambda chunk: cache.batch([rows[p] for p in chunk]), mine or [0], batch_size,
+                              fields=fields)
+    tables = []
+    for field in fields:
+        values = outputs[field].double()
+        table = torch.zeros((len(rows), *values.shape[1:]), dtype=torch.float64, device=values.device)
+        if mine:
+            table[torch.as_tensor(mine, device=values.device)] = values
+        tables.append(table)
+    return {field: table.cpu().numpy() for field, table in zip(fields, reduce_sum(accelerator, tables))}
 
 
 def sidecar_path(output) -> Path:
@@ -114,8 +143,7 @@ def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list]
     records = [dict(asdict(row), **{k: v[i] for k, v in extra_columns.items()}) for i, row in enumerate(rows)]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
-        with open(output, "w") as f:
-            json.dump({"provenance": provenance, "predictions": records}, f, indent=1)
+        write_json(output, {"provenance": provenance, "predictions": records})
         return
     with open(output, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "score", "error", *extra_columns])
@@ -125,7 +153,7 @@ def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list]
             writer.writerow(record)
     sidecar = sidecar_path(output)
     if provenance is not None:
-        sidecar.write_text(json.dumps({"provenance": provenance, "describes": Path(output).name}, indent=1))
+        write_json(sidecar, {"provenance": provenance, "describes": Path(output).name})
     elif sidecar.is_file():
         sidecar.unlink()  # a stale record of an earlier run would describe these rows wrongly
 

@@ -6,6 +6,7 @@ Shipped as Hub remote code next to the weights: imports only transformers and re
 from __future__ import annotations
 
 from .configuration_prompted_clip import PromptedCLIPConfig
+from .constants import QUALITY_CLASSES
 
 
 class GRMPIQAConfig(PromptedCLIPConfig):
@@ -60,7 +61,7 @@ class GRMPIQAConfig(PromptedCLIPConfig):
 
     model_type = "grmp_iqa"
 
-    quality_classes: list[str] | tuple[str, ...] = ("high quality", "low quality")
+    quality_classes: list[str] | tuple[str, ...] = QUALITY_CLASSES
     prompt_input_ids: list[list[int]] | None = None
     prompt_class_lengths: list[int] | None = None
 

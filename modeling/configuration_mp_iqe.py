@@ -13,14 +13,8 @@ Shipped as Hub remote code next to the weights: imports only transformers and re
 from __future__ import annotations
 
 from .configuration_prompted_clip import PromptedCLIPConfig
-
-#: LIQE's 9 scene classes (multi-label).
-MPIQE_SCENE_CLASSES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
-#: LIQE's 11 distortion classes (single-label), in LIQE's label order.
-MPIQE_DISTORTION_CLASSES = (
-    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast", "overexposure",
-    "underexposure", "spatial", "quantization", "other",
-)
+from .constants import DISTORTION_CLASSES as MPIQE_DISTORTION_CLASSES
+from .constants import SCENE_CLASSES as MPIQE_SCENE_CLASSES
 
 FUSION_IMAGE_TOKENS = ("patches", "patches_and_cls", "all")
 FUSION_IMAGE_PROJECTIONS = ("clip", "none")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PreTrainedConfig
 
-from .image_processing_iqa import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from .constants import NORMALIZATIONS, RESIZE_MODES, resize_size_for
 
-NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
 #: Where the first layer's visual prompts join the sequence: after CLIP's `pre_layrnorm` (the released GRMP-IQA
 #: `VPTVisionTransformer`), or before it (this package until the fidelity change: the prompts got normalised).
@@ -23,9 +22,6 @@ PRE_FIDELITY_DEFAULTS = {
     "visual_prompt_norm_eps": None,
     "visual_prompt_dropout_per_image": False,
 }
-RESIZE_MODES = ("square", "shorter_side")
-# The released GRMP-IQA code resizes to 244x244 before cropping 224: keep that ratio for any size.
-RESIZE_RATIO = 244 / 224
 
 
 class PromptedCLIPConfig(PreTrainedConfig):
@@ -108,7 +104,7 @@ class PromptedCLIPConfig(PreTrainedConfig):
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
         if self.resize_size is None:
-            self.resize_size = round(self.image_size * RESIZE_RATIO)
+            self.resize_size = resize_size_for(self.image_size)
         if self.resize_size < self.image_size:
             raise ValueError(f"resize_size ({self.resize_size}) must be >= the crop size ({self.image_size})")
 

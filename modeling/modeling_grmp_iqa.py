@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_grmp_iqa import GRMPIQAConfig
 from .modeling_prompted_clip import PromptBank, PromptedCLIPPreTrainedModel
-from .prompt_learning import TextContext, build_prompt_token_ids, build_visual_prompts, encode_prompted_image
+from .prompt_learning import TextContext, build_prompt_token_ids, build_visual_prompts
 
 
 @dataclass
@@ -89,19 +89,31 @@ class GRMPIQAModel(PromptedCLIPPreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor, dropout_generators=None) -> torch.Tensor:
         """Projected, unnormalised image features through the prompted vision tower."""
-        return encode_prompted_image(self.clip, self.visual_prompts, pixel_values, dropout_generators)
+        hidden = self.vision_hidden_states(pixel_values, 0, dropout_generators)
+        return self.image_features_from_hidden(hidden, 0, dropout_generators)
 
     def get_text_features(self) -> torch.Tensor:
         """Projected, unnormalised features of the quality prompts (cached at inference)."""
         return self.text_features("quality")
 
+    def _logits_and_embeds(self, image_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image_embeds = F.normalize(image_features, dim=-1)
+        text_embeds = F.normalize(self.get_text_features(), dim=-1)
+        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.t().to(image_embeds.dtype)
+        return logits, image_embeds, text_embeds
+
+    def quality_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """`exp(logit_scale) * cos(image, text_k)` (batch, num_classes) from projected image features, e.g.
+        `image_features_from_hidden(...)` (training starts from cached hidden states)."""
+        return self._logits_and_embeds(image_features)[0]
+
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None,
                 dropout_generators: list[torch.Generator] | None = None) -> GRMPIQAOutput:
         """Score a batch. `labels` (quality in [0, 1]) adds the loss; `dropout_generators` (train mode) gives
         each image its own visual-prompt dropout stream, so its masks do not depend on the batch it is in."""
-        image_embeds = F.normalize(self.get_image_features(pixel_values, dropout_generators), dim=-1)
-        text_embeds = F.normalize(self.get_text_features(), dim=-1)
-        logits = self.clip.logit_scale.exp() * image_embeds @ text_embeds.t().to(image_embeds.dtype)
+        logits, image_embeds, text_embeds = self._logits_and_embeds(
+            self.get_image_features(pixel_values, dropout_generators)
+        )
         loss = quality_loss(logits, labels) if labels is not None else None
         return GRMPIQAOutput(
             loss=loss,

@@ -26,19 +26,9 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from .configuration_mp_iqe import MPIQEConfig
+from .constants import IGNORE_INDEX
 from .modeling_prompted_clip import PromptBank, PromptedCLIPPreTrainedModel
-from .prompt_learning import (
-    TextContext,
-    build_prompt_token_ids,
-    build_visual_prompts,
-    embed_image,
-    finish_vision,
-    pool_image,
-    run_vision_layers,
-)
-
-#: Distortion label of an image without one (PyTorch's `cross_entropy` convention).
-IGNORE_INDEX = -100
+from .prompt_learning import TextContext, build_prompt_token_ids, build_visual_prompts, finish_vision, pool_image
 
 
 @dataclass
@@ -409,8 +399,9 @@ class MPIQEModel(PromptedCLIPPreTrainedModel):
         last layer's tokens the queries attend to (B, N, D), as `fusion_image_tokens` /
         `fusion_image_projection` ask. `dropout_generators`: see `forward`."""
         clip, prompts = self.clip, self.visual_prompts
-        hidden = embed_image(clip, prompts, pixel_values, dropout_generators)
-        hidden = finish_vision(clip, prompts, run_vision_layers(clip, prompts, hidden, generators=dropout_generators))
+        # the fusion reads the last block's patch tokens, so that block runs in full here
+        hidden = self.vision_hidden_states(pixel_values, len(clip.vision_model.encoder.layers), dropout_generators)
+        hidden = finish_vision(clip, prompts, hidden)
         image_features = pool_image(clip, hidden)
         n_prompts = prompts.num_tokens if prompts is not None else 0
         if self.config.fusion_image_tokens == "patches":
@@ -425,7 +416,12 @@ class MPIQEModel(PromptedCLIPPreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected, unnormalised image features through the prompted vision tower (CLS token)."""
-        return self.encode_image(pixel_values)[0]
+        return self.image_features_from_hidden(self.vision_hidden_states(pixel_values, 0), 0)
+
+    def head_modules(self) -> list[nn.Module]:
+        """The multimodal encoder and heads: randomly initialised, so `set_trainable` always trains them (its
+        `context` means the scene and distortion contexts)."""
+        return [m for m in (self.multimodal_encoder, self.quality_head, self.class_logit_head) if m is not None]
 
     def get_text_features(self) -> torch.Tensor:
         """Projected, unnormalised features of the scene prompts then the distortion prompts (cached at inference)."""

@@ -20,7 +20,14 @@ from transformers.utils import cached_file
 
 from .configuration_prompted_clip import PromptedCLIPConfig
 from .prediction import IQAPredictionMixin
-from .prompt_learning import DeepVisualPrompts, TextContext, encode_text_embeddings
+from .prompt_learning import (
+    DeepVisualPrompts,
+    TextContext,
+    embed_image,
+    encode_text_embeddings,
+    image_features_from_hidden,
+    run_vision_layers,
+)
 
 # Prompts-only checkpoints: the parameters that differ from the base CLIP, next to a config that names the
 # base (PEFT's file name, so the Hub shows it as an adapter).
@@ -38,7 +45,8 @@ class PromptBank:
 
 
 class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
-    """Frozen CLIP + learnable prompts. Subclasses define `prompt_banks()` and `forward`."""
+    """Frozen CLIP + learnable prompts. Subclasses define `visual_prompts` (a `DeepVisualPrompts` or None),
+    `prompt_banks()` and `forward`."""
 
     config_class = PromptedCLIPConfig
     base_model_prefix = ""
@@ -48,6 +56,10 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    # Vision blocks compute only the rows something reads: the last block the pooled CLS token, a block before a
+    # prompt replacement every row but its prompts. False computes every row (the same features to float
+    # rounding; the benchmarks' "before").
+    skip_unused_queries: bool = True
 
     def __init__(self, config: PromptedCLIPConfig):
         super().__init__(config)
@@ -198,6 +210,68 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
             n_ctx = bank.context.ctx.shape[0]
             ids = torch.tensor(bank.input_ids[0][1 : 1 + n_ctx], device=token_embedding.weight.device)
             bank.context.ctx.copy_(token_embedding(ids))
+
+    # ------------------------------------------------------------------ trainable set
+
+    def head_modules(self) -> list[nn.Module]:
+        """Method-specific modules with no pre-trained values (none here); `set_trainable` always trains them."""
+        return []
+
+    def set_trainable(self, top_k_blocks: int = 4, context: bool = True) -> dict[str, nn.Parameter]:
+        """Set `requires_grad` for fine-tuning and return `{name: parameter}` of the trainable set.
+
+        Trainable: the text context of every prompt bank (unless `context=False`), with `top_k_blocks > 0` the
+        top `top_k_blocks` blocks of the vision and text towers plus their final norms (`post_layernorm`,
+        `final_layer_norm`), and the `head_modules()`. Everything else (embeddings, lower blocks, projections,
+        logit scale, the visual prompts and their extra norm) is frozen.
+        """
+        vision_layers = list(self.clip.vision_model.encoder.layers)
+        text_layers = list(self.clip.text_model.encoder.layers)
+        n_vision, n_text = len(vision_layers), len(text_layers)
+        if not isinstance(top_k_blocks, int) or not 0 <= top_k_blocks <= min(n_vision, n_text):
+            raise ValueError(
+                f"top_k must be an integer in [0, {min(n_vision, n_text)}] (the towers have {n_vision} vision and "
+                f"{n_text} text blocks), got {top_k_blocks!r}"
+            )
+        self.requires_grad_(False)
+        if context:
+            for bank in self.prompt_banks().values():
+                bank.context.requires_grad_(True)
+        if top_k_blocks:
+            for layer in vision_layers[n_vision - top_k_blocks :] + text_layers[n_text - top_k_blocks :]:
+                layer.requires_grad_(True)
+            self.clip.vision_model.post_layernorm.requires_grad_(True)
+            self.clip.text_model.final_layer_norm.requires_grad_(True)
+        for module in self.head_modules():
+            module.requires_grad_(True)
+        params = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        if not params:
+            raise ValueError("nothing to train: top_k=0 and train_context=False")
+        return params
+
+    # ------------------------------------------------------------------ vision tower in stages
+
+    def _check_block(self, index, name: str) -> None:
+        n = len(self.clip.vision_model.encoder.layers)
+        if not isinstance(index, int) or not 0 <= index <= n:
+            raise ValueError(f"{name} must be a block index in [0, {n}] (the vision tower has {n} blocks), got {index!r}")
+
+    def vision_hidden_states(self, pixel_values: torch.Tensor, end: int, dropout_generators=None) -> torch.Tensor:
+        """The hidden states (every token) entering vision block `end` (0: the embeddings with the first prompts;
+        the block count: the last block's output). Gradients flow unless the caller turns them off (training
+        caches a frozen trunk under `torch.no_grad`). `dropout_generators`: see `forward`."""
+        self._check_block(end, "end")
+        hidden = embed_image(self.clip, self.visual_prompts, pixel_values, dropout_generators)
+        return run_vision_layers(self.clip, self.visual_prompts, hidden, 0, end, dropout_generators,
+                                 skip_prompt_queries=self.skip_unused_queries)
+
+    def image_features_from_hidden(self, hidden: torch.Tensor, start: int, dropout_generators=None) -> torch.Tensor:
+        """Projected, unnormalised image features from the hidden states entering block `start` (blocks
+        `start..`, the prompts' extra norm, `post_layernorm`, CLS pooling, projection). Composed with
+        `vision_hidden_states(pixel_values, start)` this is `get_image_features(pixel_values)` for every `start`."""
+        self._check_block(start, "start")
+        return image_features_from_hidden(self.clip, self.visual_prompts, hidden, start, dropout_generators,
+                                          self.skip_unused_queries)
 
     # ------------------------------------------------------------------ text features
 

@@ -1,4 +1,5 @@
-"""`model.predict(...)`: images in, quality scores out. Shared by every model of this package.
+"""`model.predict(...)`: images in, quality scores out, and `batched_outputs`, the one batch-scoring loop of the
+package (`predict`, `grmp_iqa_hf.scoring.score_files` / `score_rows`, `evaluate` and the protocol runners).
 
 Shipped as Hub remote code: imports only torch, numpy, transformers and relative modules.
 """
@@ -6,6 +7,7 @@ Shipped as Hub remote code: imports only torch, numpy, transformers and relative
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +15,44 @@ from transformers.utils import logging
 
 from .image_processing_iqa import IQAImageProcessor, load_image
 
+
+def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None], items: Sequence,
+                    batch_size: int = 32, device=None, fields: Sequence[str] = ("scores",), progress: bool = False,
+                    desc: str = "Scoring", tqdm_class=None) -> dict[str, torch.Tensor]:
+    """Run `model` over `items` in chunks of `batch_size`, in eval mode (the previous mode is restored) and
+    without gradients, and return each output field of `fields` (e.g. `"scores"`, `"scene_logits"`)
+    concatenated over the chunks, in item order, on `device`, in the model's dtype.
+
+    `load_batch(chunk)` turns a chunk of items into pixel values `(B, 3, H, W)`. It may return fewer rows
+    than the chunk has items (e.g. unreadable files left out; the caller knows which) or `None` (nothing to
+    run). `device` defaults to the model's. The progress bar counts items; `tqdm_class` defaults to
+    transformers' (which `transformers.utils.logging.disable_progress_bar()` silences).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    tqdm_class = tqdm_class or logging.tqdm
+    bar = tqdm_class(total=len(items), desc=desc, unit="img", disable=not progress)
+    parts: dict[str, list[torch.Tensor]] = {field: [] for field in fields}
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            pixel_values = load_batch(chunk)
+            if pixel_values is not None and len(pixel_values):
+                with torch.no_grad():
+                    output = model(pixel_values=pixel_values.to(device))
+                for field in fields:
+                    value = getattr(output, field, None)
+                    if value is None:
+                        raise ValueError(f"{type(model).__name__} gives no output {field!r}")
+                    parts[field].append(value)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return {field: torch.cat(values) if values else torch.zeros(0, device=device) for field, values in parts.items()}
 
 class IQAPredictionMixin:
     """Adds `image_processor` and `predict` to a model whose config is a `PromptedCLIPConfig` and whose
@@ -23,7 +63,6 @@ class IQAPredictionMixin:
         """The preprocessing this model was trained with, built from its config (the one source of truth)."""
         return IQAImageProcessor(**self.config.image_processor_kwargs())
 
-    @torch.no_grad()
     def predict(self, images, batch_size: int = 32, device=None, progress: bool | None = None) -> np.ndarray:
         """Score images; higher = better quality, in [0, 1].
 
@@ -43,27 +82,14 @@ class IQAPredictionMixin:
                 and report broken files without stopping.
         """
         images = list(images) if isinstance(images, (list, tuple)) else [images]
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        device = torch.device(device) if device is not None else next(self.parameters()).device
         processor = self.image_processor
-        starts = range(0, len(images), batch_size)
         if progress is None:
-            progress = len(starts) > 1
-        bar = logging.tqdm(total=len(images), desc="Scoring", unit="img", disable=not progress)
-        was_training = self.training
-        self.eval()
-        scores = []
-        try:
-            for start in starts:
-                batch = [
-                    load_image(image, name=None if isinstance(image, (str, os.PathLike)) else f"input #{start + i}")
-                    for i, image in enumerate(images[start : start + batch_size])
-                ]
-                pixel_values = processor(batch, return_tensors="pt")["pixel_values"].to(device)
-                scores.append(self(pixel_values=pixel_values).scores.float().cpu())
-                bar.update(len(batch))
-        finally:
-            bar.close()
-            self.train(was_training)
-        return torch.cat(scores).numpy() if scores else np.zeros(0, dtype=np.float32)
+            progress = len(images) > batch_size
+
+        def load_batch(indices):
+            batch = [load_image(images[i], name=None if isinstance(images[i], (str, os.PathLike)) else f"input #{i}")
+                     for i in indices]
+            return processor(batch, return_tensors="pt")["pixel_values"]
+
+        scores = batched_outputs(self, load_batch, range(len(images)), batch_size, device, progress=progress)["scores"]
+        return scores.float().cpu().numpy()

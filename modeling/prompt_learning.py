@@ -2,9 +2,11 @@
 
 - `TextContext`: CoOp's learnable context vectors, placed around each class name's tokens.
 - `DeepVisualPrompts`: VPT-deep prompt tokens, inserted after CLS and replaced before each prompted layer.
-- `encode_text_embeddings` / `encode_prompted_image`: the two CLIP towers run with those prompts,
-  split into stages (`embed_image`, `run_vision_layers`, `pool_image`) so that training code can cache
-  the activations entering the first trainable block.
+- `encode_text_embeddings` / `encode_prompted_image`: the two CLIP towers run with those prompts; the
+  vision tower in stages (`embed_image`, `run_vision_layers`, `image_features_from_hidden`) so that the
+  models can start from cached activations entering any block.
+- `encoder_layer_rows`: a CLIP block computing some rows only. Pooling reads the CLS token alone, and each
+  prompted block replaces the previous block's prompt outputs, so the rest need not be computed.
 
 Shipped as Hub remote code: imports only torch, transformers and the standard library.
 """
@@ -16,6 +18,8 @@ import math
 import torch
 from torch import nn
 from transformers.masking_utils import create_causal_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import eager_attention_forward
 
 # CoOp's placeholder for a context slot; any single-token word works, its embedding is replaced.
 CONTEXT_PLACEHOLDER = "X"
@@ -205,19 +209,57 @@ def embed_image(clip, prompts: DeepVisualPrompts | None, pixel_values: torch.Ten
     return hidden if after else vision.pre_layrnorm(hidden)
 
 
+def encoder_layer_rows(layer, hidden: torch.Tensor, rows: list[slice]) -> torch.Tensor:
+    """`CLIPEncoderLayer` computing the outputs of the rows `rows` only (concatenated in that order): queries,
+    residuals and MLP for those rows, keys and values from every row. Equal to those rows of
+    `layer(hidden, None)`, for the cost of the keys and values of the rows left out. Uses the layer's own
+    submodules and attention implementation."""
+    attn = layer.self_attn
+    normed = layer.layer_norm1(hidden)
+    batch, length = normed.shape[:2]
+
+    def pick(tensor):  # contiguous: on a strided view the matmul kernels depend on memory alignment,
+        # so two copies of one model (e.g. saved and reloaded) would differ in the last bit
+        return tensor[:, rows[0]].contiguous() if len(rows) == 1 else torch.cat([tensor[:, r] for r in rows], dim=1)
+
+    residual = pick(hidden)
+    queries = residual.shape[1]
+    query = attn.q_proj(pick(normed)).view(batch, queries, -1, attn.head_dim).transpose(1, 2)
+    key = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    value = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    # the dispatch of `CLIPAttention.forward` ("eager" and an unset implementation are not registered)
+    attention = ALL_ATTENTION_FUNCTIONS.get(attn.config._attn_implementation, eager_attention_forward)
+    out, _ = attention(attn, query, key, value, None, scaling=attn.scale,
+                       dropout=attn.dropout if attn.training else 0.0)
+    hidden = residual + attn.out_proj(out.reshape(batch, queries, -1))
+    return hidden + layer.mlp(layer.layer_norm2(hidden))
+
+
 def run_vision_layers(clip, prompts, hidden: torch.Tensor, start: int = 0, end: int | None = None,
-                      generators=None) -> torch.Tensor:
+                      generators=None, skip_prompt_queries: bool = False, cls_only_last: bool = False) -> torch.Tensor:
     """Vision blocks `start .. end-1`; before each prompted block after the first, its own prompts replace
-    the previous layer's prompt outputs (`generators`: per-image dropout streams, see `DeepVisualPrompts`)."""
+    the previous layer's prompt outputs (`generators`: per-image dropout streams, see `DeepVisualPrompts`).
+
+    Outputs that are thrown away need not be computed (the same values, to float rounding):
+    `skip_prompt_queries`: a block whose prompt outputs the next block (run here) replaces computes the other
+    rows only; `cls_only_last`: the tower's last block (when it runs) returns the CLS token alone, (B, 1, D).
+    """
     layers = clip.vision_model.encoder.layers
     end = len(layers) if end is None else end
+    n = prompts.num_tokens if prompts is not None else 0
+    has_prompt_rows = True
     for index in range(start, end):
         if prompts is not None and 0 < index < prompts.depth:
-            n = prompts.num_tokens
-            hidden = torch.cat(
-                [hidden[:, :1], prompts.tokens(index, hidden.shape[0], hidden.dtype, generators), hidden[:, 1 + n :]], dim=1
-            )
-        hidden = layers[index](hidden, None)
+            tokens = prompts.tokens(index, hidden.shape[0], hidden.dtype, generators)
+            hidden = torch.cat([hidden[:, :1], tokens, hidden[:, 1 + n if has_prompt_rows else 1 :]], dim=1)
+        if cls_only_last and index == len(layers) - 1:
+            hidden = encoder_layer_rows(layers[index], hidden, [slice(0, 1)])
+        elif skip_prompt_queries and prompts is not None and index + 1 < min(end, prompts.depth):
+            hidden = encoder_layer_rows(layers[index], hidden, [slice(0, 1), slice(1 + n, None)])
+            has_prompt_rows = False
+        else:
+            hidden = layers[index](hidden, None)
+            has_prompt_rows = True
     return hidden
 
 
@@ -231,8 +273,20 @@ def pool_image(clip, hidden: torch.Tensor) -> torch.Tensor:
     return clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 0]))
 
 
-def encode_prompted_image(clip, prompts, pixel_values: torch.Tensor, generators=None) -> torch.Tensor:
-    """Projected image features with visual prompts (exactly `CLIPModel.get_image_features` without)."""
-    hidden = embed_image(clip, prompts, pixel_values, generators)
-    hidden = run_vision_layers(clip, prompts, hidden, generators=generators)
+def image_features_from_hidden(clip, prompts, hidden: torch.Tensor, start: int, generators=None,
+                               skip_unused_queries: bool = True) -> torch.Tensor:
+    """Projected image features from the hidden states entering block `start`: the remaining blocks, the
+    prompts' extra norm, `post_layernorm` and `visual_projection`. Only the CLS token is pooled, so with
+    `skip_unused_queries` the blocks compute only the rows something reads (`run_vision_layers`); the norms
+    are per token, so pooling sees the same values."""
+    hidden = run_vision_layers(clip, prompts, hidden, start, generators=generators,
+                               skip_prompt_queries=skip_unused_queries, cls_only_last=skip_unused_queries)
     return pool_image(clip, finish_vision(clip, prompts, hidden))
+
+
+def encode_prompted_image(clip, prompts, pixel_values: torch.Tensor, generators=None,
+                          skip_unused_queries: bool = True) -> torch.Tensor:
+    """Projected image features with visual prompts (without: `CLIPModel.get_image_features`, to float rounding
+    when `skip_unused_queries`)."""
+    hidden = embed_image(clip, prompts, pixel_values, generators)
+    return image_features_from_hidden(clip, prompts, hidden, 0, generators, skip_unused_queries)

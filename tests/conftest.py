@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +44,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_random_images(folder, count: int, height, width: int, suffix=lambda i: "png", seed: int = 0):
+    """`count` random RGB images `img{i}.{suffix(i)}` of `height(i)` x `width` pixels; returns the paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        paths.append(Path(folder) / f"img{i}.{suffix(i)}")
+        Image.fromarray(rng.integers(0, 255, (height(i), width, 3), dtype=np.uint8)).save(paths[-1])
+    return paths, rng
+
+
+def save_tiny_model(model_class, path, adjust=None):
+    """A tiny `model_class` (6 visual prompts, context from "a photo of a"; prompts seeded by 0), moved by
+    `adjust(model)` (a stand-in for training), saved to `path`; returns `(model, path)`."""
+    from grmp_iqa_hf.testing import tiny_clip
+
+    clip, tok = tiny_clip(seed=0)
+    torch.manual_seed(0)
+    model = model_class.from_clip(clip, tok, num_visual_prompts=6, ctx_init="a photo of a")
+    if adjust is not None:
+        model = adjust(model) or model
+    model.save_pretrained(path)
+    return model, path

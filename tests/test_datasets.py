@@ -1,8 +1,8 @@
 """Tests for grmp_iqa_hf.data.datasets / registry.
 
 Every supported release layout is faked in a temp dir with the right file
-names and formats (.mat via scipy.io.savemat, .xlsx via the tiny stdlib
-writer below, small generated PNG/BMP/JPEG images). Only the optional
+names and formats (.mat via scipy.io.savemat, .xlsx via openpyxl, small
+generated PNG/BMP/JPEG images). Only the optional
 real-data test reads /work/shared/data/clive-jpg (skipped when absent).
 """
 
@@ -14,9 +14,8 @@ import io
 import math
 import os
 import pickle
+import sys
 import time
-import zipfile
-from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
@@ -65,97 +64,20 @@ def write_image(path, fmt=None):
         f.write(_image_bytes(fmt))
 
 
-def _col_letter(i: int) -> str:
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(65 + r) + s
-    return s
-
-
-def write_xlsx(path, sheets, inline_strings=False):
-    """Minimal .xlsx writer: ``sheets`` maps sheet name -> list of rows (lists of
-    str / int / float / bool / None). Strings go to the shared-strings table
-    (or inline, with ``inline_strings``)."""
-    shared, shared_index = [], {}
-    sheet_parts = []
-    for rows in sheets.values():
-        out = []
+def write_xlsx(path, sheets):
+    """Write an .xlsx file with openpyxl: ``sheets`` maps sheet name -> list of rows (lists of
+    str / int / float / bool / None; None leaves the cell empty, [] leaves the row empty)."""
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)
+    for name, rows in sheets.items():
+        ws = wb.create_sheet(name)
         for r, row in enumerate(rows, start=1):
-            cells = []
-            for c, v in enumerate(row):
-                ref = f"{_col_letter(c)}{r}"
-                if v is None:
-                    continue
-                if isinstance(v, bool):
-                    cells.append(f'<c r="{ref}" t="b"><v>{int(v)}</v></c>')
-                elif isinstance(v, (int, float)):
-                    cells.append(f'<c r="{ref}"><v>{v!r}</v></c>')
-                elif inline_strings:
-                    cells.append(f'<c r="{ref}" t="inlineStr"><is><t>{escape(v)}</t></is></c>')
-                else:
-                    if v not in shared_index:
-                        shared_index[v] = len(shared)
-                        shared.append(v)
-                    cells.append(f'<c r="{ref}" t="s"><v>{shared_index[v]}</v></c>')
-            out.append(f'<row r="{r}">{"".join(cells)}</row>')
-        sheet_parts.append(
-            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-            '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-            f'<sheetData>{"".join(out)}</sheetData></worksheet>'
-        )
-    ns_main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-    ns_rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-    ns_pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
-    names = list(sheets)
-    workbook = (
-        f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{ns_main}" xmlns:r="{ns_rel}"><sheets>'
-        + "".join(f'<sheet name="{escape(n)}" sheetId="{i + 1}" r:id="rId{i + 1}"/>' for i, n in enumerate(names))
-        + "</sheets></workbook>"
-    )
-    wb_rels = (
-        f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{ns_pkg}">'
-        + "".join(
-            f'<Relationship Id="rId{i + 1}" Type="{ns_rel}/worksheet" Target="worksheets/sheet{i + 1}.xml"/>'
-            for i in range(len(names))
-        )
-        + f'<Relationship Id="rId{len(names) + 1}" Type="{ns_rel}/sharedStrings" Target="sharedStrings.xml"/>'
-        + "</Relationships>"
-    )
-    sst = (
-        f'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="{ns_main}" count="{len(shared)}" uniqueCount="{len(shared)}">'
-        + "".join(f"<si><t>{escape(s)}</t></si>" for s in shared)
-        + "</sst>"
-    )
-    content_types = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-        '<Default Extension="xml" ContentType="application/xml"/>'
-        '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-        + "".join(
-            f'<Override PartName="/xl/worksheets/sheet{i + 1}.xml" '
-            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
-            for i in range(len(names))
-        )
-        + '<Override PartName="/xl/sharedStrings.xml" '
-        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
-        "</Types>"
-    )
-    root_rels = (
-        f'<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="{ns_pkg}">'
-        f'<Relationship Id="rId1" Type="{ns_rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>'
-    )
+            for c, v in enumerate(row, start=1):
+                if v is not None:
+                    ws.cell(row=r, column=c, value=v)
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("[Content_Types].xml", content_types)
-        zf.writestr("_rels/.rels", root_rels)
-        zf.writestr("xl/workbook.xml", workbook)
-        zf.writestr("xl/_rels/workbook.xml.rels", wb_rels)
-        zf.writestr("xl/sharedStrings.xml", sst)
-        for i, part in enumerate(sheet_parts):
-            zf.writestr(f"xl/worksheets/sheet{i + 1}.xml", part)
+    wb.save(path)
 
 
 def cell_array(strings, shape):
@@ -563,6 +485,29 @@ def test_spaq(tmp_path):
     assert read_iqa_info(ds)["published_mos_range"] == [0.0, 100.0]
 
 
+def test_spaq_bad_sheet_rows_are_named_by_sheet_row(tmp_path):
+    root = tmp_path / "SPAQ"
+    rows = [
+        ["00001.jpg", 42.7, 1.0],  # sheet row 3
+        ["00002.jpg", "good", 2.0],  # row 4: MOS is text
+        [],  # row 5: empty, skipped
+        ["00003.jpg", 11.5, "dark"],  # row 6: attribute is text
+        [None, 7.0],  # row 7: no image name
+    ]
+    write_xlsx(root / "Annotations" / "MOS and Image attribute scores.xlsx",
+               {"Sheet1": [["SPAQ annotations"], ["Image name", "MOS", "Brightness"]] + rows})
+    for n in ("00001.jpg", "00002.jpg", "00003.jpg"):
+        write_image(root / "TestImage" / n)
+    with pytest.raises(DatasetMetadataError) as ei:
+        load_iqa_dataset("spaq", root)
+    got = [(p.row, p.file_name, p.message) for p in ei.value.problems]
+    assert got == [
+        (4, "00002.jpg", "MOS is not a number: 'good'"),
+        (6, "00003.jpg", "brightness is not a number: 'dark'"),
+        (7, "", "file name is empty"),
+    ]
+
+
 # --------------------------------------------------------------------------
 # pyiqa meta-info CSV
 # --------------------------------------------------------------------------
@@ -707,11 +652,39 @@ def test_normalize_mos():
 
 def test_xlsx_reader(tmp_path):
     path = tmp_path / "t.xlsx"
-    write_xlsx(path, {"A": [["x", None, 3], [True, "é & <b>"]], "Second": [["only"]]}, inline_strings=True)
+    write_xlsx(path, {"A": [["x", None, 3], [True, "é & <b>"]], "Second": [["only"]]})
     assert xlsx_sheet_names(path) == ["A", "Second"]
     assert read_xlsx_rows(path) == [(1, ["x", None, 3.0]), (2, [True, "é & <b>"])]
     assert read_xlsx_rows(path, "second") == [(1, ["only"])]
     assert read_xlsx_rows(path, 1) == [(1, ["only"])]
+    assert type(read_xlsx_rows(path)[0][1][2]) is float  # an integral number comes back as a float, as Excel stores it
+    with pytest.raises(KeyError, match="no sheet named 'third'"):
+        read_xlsx_rows(path, "third")
+    # values only: a formula reads as its cached value (none here, openpyxl does not compute), never as its text;
+    # empty rows are skipped and row numbers stay the sheet's
+    write_xlsx(path, {"S": [["a", "=1+2"], [], [None, 2.5, None]]})
+    assert read_xlsx_rows(path) == [(1, ["a"]), (3, [None, 2.5])]
+    (tmp_path / "not.xlsx").write_text("plain text")
+    with pytest.raises(ValueError, match="not.xlsx: not a readable .xlsx workbook"):
+        read_xlsx_rows(tmp_path / "not.xlsx")
+
+
+def test_xlsx_without_openpyxl_names_the_file_and_the_extra(tmp_path, monkeypatch):
+    root = tmp_path / "SPAQ"
+    sheet = root / "Annotations" / "MOS and Image attribute scores.xlsx"
+    write_xlsx(sheet, {"Sheet1": [["Image name", "MOS"], ["00001.jpg", 42.7]]})
+    write_image(root / "TestImage" / "00001.jpg")
+    monkeypatch.setitem(sys.modules, "openpyxl", None)  # `import openpyxl` now fails as if not installed
+    with pytest.raises(ImportError) as ei:
+        load_iqa_dataset("spaq", root)
+    assert str(sheet) in str(ei.value)
+    assert 'pip install "grmp-iqa-hf[xlsx]"' in str(ei.value)
+    from grmp_iqa_hf.training.common import is_input_error
+
+    assert is_input_error(ei.value)  # the scripts end on one error line, no traceback
+    # the other formats do not need it
+    write_csv(tmp_path / "folder" / "metadata.csv", ["file_name", "mos"], [["a.png", "1"]])
+    assert load_iqa_dataset("imagefolder", tmp_path / "folder", check_files=False).num_rows == 1
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ The forward pass and the converter are checked in tests/test_convert.py.
 """
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np

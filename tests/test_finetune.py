@@ -1,7 +1,9 @@
-"""Few-shot fine-tuning: trainable set, the staged forward against the model's own, the frozen-trunk cache
+"""Few-shot fine-tuning: the staged forward against the model's own, the frozen-trunk cache
 against recomputation, exact resume, NaN handling, 1 vs 2 processes, and the protocol runner."""
 
+import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,9 +19,7 @@ from grmp_iqa_hf.models import build_model
 from grmp_iqa_hf.testing import tiny_clip, write_noise_folder
 from grmp_iqa_hf.training.checkpointing import list_checkpoints
 from grmp_iqa_hf.training.common import NonFiniteLossError
-from grmp_iqa_hf.training.finetune import (
-    FewShotTrainer, finetune, quality_logits, select_trainable, vision_head, vision_trunk,
-)
+from grmp_iqa_hf.training.finetune import FewShotTrainer, finetune
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "finetune_fewshot.py"
@@ -53,19 +53,7 @@ def folder(tmp_path_factory):
 # ------------------------------------------------------------------ trainable set and forward
 
 
-def test_trainable_set():
-    model = build_model("tiny-random", seed=0)
-    names = set(select_trainable(model, top_k=2))
-    assert "text_context.ctx" in names
-    assert {"clip.vision_model.post_layernorm.weight", "clip.text_model.final_layer_norm.bias"} <= names
-    assert any(n.startswith("clip.vision_model.encoder.layers.3.") for n in names)
-    assert any(n.startswith("clip.text_model.encoder.layers.2.") for n in names)
-    assert not any(n.startswith(("clip.vision_model.encoder.layers.1.", "clip.text_model.encoder.layers.1.",
-                                 "visual_prompts", "clip.visual_projection", "clip.text_projection",
-                                 "clip.logit_scale", "clip.vision_model.embeddings")) for n in names)
-    assert set(select_trainable(model, top_k=0)) == {"text_context.ctx"}
-    with pytest.raises(ValueError, match="top_k must be an integer in \\[0, 4\\]"):
-        select_trainable(model, top_k=5)
+# (the trainable set: tests/test_modeling.py::test_set_trainable)
 
 
 def test_staged_forward_equals_model_forward(pixel_values):
@@ -73,7 +61,8 @@ def test_staged_forward_equals_model_forward(pixel_values):
     with torch.no_grad():
         reference = model(pixel_values=pixel_values).logits
         for start in range(5):
-            staged = quality_logits(model, vision_head(model, vision_trunk(model, pixel_values, start), start))
+            hidden = model.vision_hidden_states(pixel_values, start)
+            staged = model.quality_logits(model.image_features_from_hidden(hidden, start))
             torch.testing.assert_close(staged, reference, rtol=0, atol=1e-6)
 
 
@@ -92,10 +81,11 @@ def test_trunk_cache_holds_the_recomputed_activations():
         cached = trainer.trunk_hidden(positions, crops, epoch)
         pixels = trainer.pixels(positions, crops, epoch)
         model.train()  # prompt dropout on (the released fine-tuning's mode), masks from each entry's own stream
-        recomputed = vision_trunk(model, pixels, trainer.start, trainer.trunk_generators(positions, crops, epoch))
-        torch.testing.assert_close(cached, recomputed, rtol=0, atol=1e-6)
-        model.eval()  # the dropout really is in the cached activations
-        assert not torch.allclose(cached, vision_trunk(model, pixels, trainer.start), atol=1e-3)
+        with torch.no_grad():
+            recomputed = model.vision_hidden_states(pixels, trainer.start, trainer.trunk_generators(positions, crops, epoch))
+            torch.testing.assert_close(cached, recomputed, rtol=0, atol=1e-6)
+            model.eval()  # the dropout really is in the cached activations
+            assert not torch.allclose(cached, model.vision_hidden_states(pixels, trainer.start), atol=1e-3)
     # the pool is used: different epochs pick different crops, and the pool's crops differ
     picks = {tuple(trainer.crop_ids(positions, e)) for e in range(4)}
     assert len(picks) > 1
@@ -213,7 +203,7 @@ def test_one_and_two_processes_train_the_same_model(folder, tmp_path):
 
 
 def test_runner_on_livec_three_splits(clive_dir, tmp_path):
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, run_fewshot
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig, run_fewshot
 
     config = FewShotConfig(data_dir=str(clive_dir), output_dir=str(tmp_path), backbone="tiny-random",
                            num_images=50, num_splits=3, epochs=2, val_images=10, eval_every=1, progress=False)
@@ -244,7 +234,7 @@ def test_runner_on_livec_three_splits(clive_dir, tmp_path):
 
 def test_zero_shot_baseline_is_clip_iqa(folder):
     """The CLIP-IQA baseline model scores exactly as transformers' CLIP with "good photo." / "bad photo."."""
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, _ModelFactory
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig, _ModelFactory
 
     factory = _ModelFactory(FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", seed=5))
     model = factory.starting_model("zero_shot_clip_iqa")
@@ -261,7 +251,7 @@ def test_zero_shot_baseline_is_clip_iqa(folder):
 
 
 def test_runner_baselines_paper_mode_and_resume(folder, tmp_path):
-    from grmp_iqa_hf.evaluation.fewshot import BASELINES, FewShotConfig, run_fewshot
+    from grmp_iqa_hf.protocols.fewshot import BASELINES, FewShotConfig, run_fewshot
 
     config = FewShotConfig(data_dir=str(folder), output_dir=str(tmp_path), backbone="tiny-random", num_images=20,
                            num_splits=2, epochs=2, eval_every=1, paper_mode=True, save_model=True,
@@ -277,6 +267,7 @@ def test_runner_baselines_paper_mode_and_resume(folder, tmp_path):
     options = report["config"]["training_options"]
     assert options["batch_crops"] and options["eval_before_training"] and options["select_metric"] == "plcc+srcc"
     assert options["lr_decay_rule"] == "released" and options["mixed_precision"] == "fp16"
+    assert options["loss_scaling"] is False  # released: fp16 autocast, unscaled gradients
     assert report["config"]["label_scaling"].startswith("released protocol")
     history = json.loads((tmp_path / "grmp_iqa" / "split_0" / "history.json").read_text())
     assert history[0]["epoch"] == 0 and "test_srcc" in history[0]  # scored before training
@@ -296,7 +287,7 @@ def test_runner_baselines_paper_mode_and_resume(folder, tmp_path):
 
 
 def test_runner_config_errors(folder):
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig
 
     with pytest.raises(ValueError, match="--val-images"):
         FewShotConfig(data_dir=str(folder), output_dir="", backbone="tiny-random", selection="val").validate()
@@ -310,7 +301,7 @@ def test_runner_config_errors(folder):
 
 def test_baselines_share_the_meta_models_backbone(folder, tmp_path):
     """With --model, the no-meta and CoOp baselines get fresh prompts around the SAME CLIP weights."""
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, _ModelFactory
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig, _ModelFactory
 
     meta = build_model("tiny-random", seed=3, n_ctx=6)
     meta.save_pretrained(tmp_path / "meta")
@@ -347,7 +338,7 @@ def test_fresh_crops_use_a_frozen_teacher_copy():
 
 
 def test_runner_leaves_out_unreadable_images(folder, tmp_path):
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, run_fewshot
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig, run_fewshot
 
     broken = tmp_path / "data"
     (broken / "images").mkdir(parents=True)
@@ -400,11 +391,51 @@ def test_released_learning_rate_rule(monkeypatch):
                              progress=False)
     scores = iter([{"test_srcc": 0.5, "test_plcc": 0.5}] + [{"test_srcc": 0.4, "test_plcc": 0.5}] * 1000)
     monkeypatch.setattr(trainer, "evaluate", lambda: dict(next(scores)))
-    monkeypatch.setattr(trainer, "train_step", lambda batch, epoch, index=0: trainer.__dict__.update(
-        step=trainer.step + 1) or {"loss": 0.5, "loss_semantic": 0.1, "projected": 0.0, "count": 4, "seconds": 0.0})
+    monkeypatch.setattr(trainer.loop, "train_step", lambda batch: trainer.loop.__dict__.update(  # no computation
+        step=trainer.step + 1) or {"loss": 0.5, "loss_semantic": 0.1, "projected": 0.0, "count": 4, "seconds": 0.0,
+                                   "lr": trainer.loop.lr})
     history = trainer.fit(2000)
     decays = [h for h in history if "lr_decayed_to" in h]
     assert [h["epoch"] for h in decays] == [30 * k for k in range(1, 8)]
     assert decays[-1]["lr_decayed_to"] == pytest.approx(1e-3 * 0.3 ** 7)
     assert history[-1]["epoch"] == 210 and "5e-07" in history.stopped
     assert history.selected_epoch == 0  # the evaluation before training stayed the best: the starting model
+
+
+# ------------------------------------------------------------------ the loop's options: precision, schedules, trackers
+
+
+def test_bf16_named_schedule_resume_and_trackers(tmp_path):
+    """`mixed_precision="bf16"` on a CPU trains like fp32; `lr_scheduler_type="cosine"` with 2 warm-up steps is
+    recorded in the checkpoints and a resumed run continues it; TensorBoard gets the scalars."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images, labels = _images(8, seed=5)
+    common = dict(epochs=6, top_k=1, seed=2, learning_rate=0.5, crop_pool=2, progress=False,
+                  lr_scheduler_type="cosine", warmup_steps=2, checkpointing_steps=3, keep_checkpoints=None)
+    start = build_model("tiny-random", seed=3)
+    models, histories = {}, {}
+    for name, extra in (("fp32", {}), ("bf16", {"mixed_precision": "bf16"}),
+                        ("resumed", {"resume_from_checkpoint": tmp_path / "fp32" / "checkpoints" / "step_00000003"})):
+        models[name] = copy.deepcopy(start)
+        histories[name] = finetune(models[name], images, labels, output_dir=tmp_path / name, **common, **extra)
+    # full batch: one step per epoch, so each epoch's rate is its step's; transformers' cosine with 2 warm-up steps
+    expected = [0.0, 0.25] + [0.25 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert [h["lr"] for h in histories["fp32"]] == pytest.approx(expected)
+    state = json.loads((tmp_path / "fp32" / "checkpoints" / "step_00000003" / "state.json").read_text())
+    assert state["settings"]["lr_scheduler_type"] == "cosine" and state["settings"]["warmup_steps"] == 2
+    assert state["scheduler"]["last_epoch"] == 3
+    # resumed after step 3: the same rates, losses and parameters as the uninterrupted run
+    assert [h["lr"] for h in histories["resumed"]] == [h["lr"] for h in histories["fp32"]]
+    assert [h["loss"] for h in histories["resumed"]] == [h["loss"] for h in histories["fp32"]]
+    assert _max_diff(_trained(models["resumed"]), _trained(models["fp32"])) == 0.0
+    # bf16: finite losses, the parameters moved, scores close to fp32's
+    assert all(math.isfinite(h["loss"]) for h in histories["bf16"])
+    assert _max_diff(_trained(models["bf16"]), _trained(start, like=_trained(models["bf16"]))) > 1e-3
+    pixels = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scores = {k: models[k](pixel_values=pixels).scores for k in ("fp32", "bf16")}
+    assert float((scores["fp32"] - scores["bf16"]).abs().max()) < 0.05
+    tags = EventAccumulator(str(tmp_path / "fp32" / "logs" / "fewshot")).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/loss_semantic", "train/lr", "epoch/loss"} <= set(tags)

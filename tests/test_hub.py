@@ -24,6 +24,7 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 
+from conftest import write_random_images
 from grmp_iqa_hf import GRMPIQAModel, MPIQEModel
 from grmp_iqa_hf.cli import main
 from grmp_iqa_hf.hub import render_dataset_card, render_model_card, report_results
@@ -103,12 +104,8 @@ def save_model(path, seed=0, method="grmp_iqa"):
 @pytest.fixture(scope="module")
 def labelled_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(8):
-        name = f"img{i}.{'png' if i % 2 else 'jpg'}"
-        Image.fromarray(rng.integers(0, 255, (40 + 6 * i, 72, 3), dtype=np.uint8)).save(folder / name)
-        rows.append([name, f"{rng.uniform(1, 100):.3f}"])
+    paths, rng = write_random_images(folder, 8, lambda i: 40 + 6 * i, 72, lambda i: "png" if i % 2 else "jpg")
+    rows = [[path.name, f"{rng.uniform(1, 100):.3f}"] for path in paths]
     with open(folder / "metadata.csv", "w", newline="") as f:
         csv.writer(f).writerows([["file_name", "mos"], *rows])
     return folder
@@ -436,6 +433,40 @@ def test_evaluate_card_publishes_the_logistic_plcc_only_when_the_fit_is_ok(tiny,
     else:
         assert "PLCC after logistic fit" not in values and "12.5000" not in card.text and "-0.3500" not in card.text
         assert ("because of the test" if fit else "does not record how the logistic fit went") in card.text
+
+
+def test_a_third_method_registers_in_one_place(tiny):
+    """One `register_method` call makes a method buildable, Auto-loadable and publishable with its own card."""
+    from transformers import AutoModel
+
+    from grmp_iqa_hf.methods import METHODS, MethodSpec, register_method
+    from grmp_iqa_hf.modeling import GRMPIQAConfig
+    from grmp_iqa_hf.models import MODEL_CLASSES
+
+    class ThirdConfig(GRMPIQAConfig):
+        model_type = "third_iqa_for_test"
+
+    class ThirdModel(GRMPIQAModel):
+        config_class = ThirdConfig
+
+    register_method(MethodSpec(
+        model_class=ThirdModel, name="Third-IQA", tag="third-iqa", paper="Nobody, 2099", one_line="A test method.",
+        description="Only for this test.", bibtex="@misc{third}",
+        card_details=lambda config: {"text_prompts": f"{config.n_ctx} contexts, said by the method"}))
+    try:
+        assert MODEL_CLASSES["third_iqa_for_test"] is ThirdModel and "third_iqa_for_test" in MODEL_CLASSES
+        model = build_model("tiny-random", method="third_iqa_for_test", num_visual_prompts=2)
+        assert type(model) is ThirdModel
+        assert type(AutoModel.from_config(model.config)) is ThirdModel
+        card = render_model_card(model, "org/third")
+        assert card.text.startswith("\n# third\n\nThird-IQA blind image quality assessment model: A test method.")
+        assert "| Method | Third-IQA (Nobody, 2099) |" in card.text and "@misc{third}" in card.text
+        assert "| Text prompts | 4 contexts, said by the method |" in card.text and "third-iqa" in card.data.tags
+        assert "| Topic | Our choice |" not in card.text  # no reconstruction notes unless the method gives them
+    finally:
+        del METHODS["third_iqa_for_test"]
+    with pytest.raises(ValueError, match="no card for model type 'third_iqa_for_test'"):
+        render_model_card(model, "org/third")
 
 
 def test_report_results_rejects_other_json():

@@ -683,3 +683,47 @@ def test_constructor_validation(kwargs, match):
 def test_resample_accepts_pil_enum():
     assert IQAImageProcessor(resample=Image.Resampling.BICUBIC).resample == "bicubic"
     assert IQAImageProcessor(resample="LANCZOS").resample == "lanczos"
+
+
+# ---- crop_and_normalize: the one crop + normalisation, shared with the training image cache ----------
+
+
+@pytest.mark.parametrize("do_normalize", [True, False])
+def test_crop_and_normalize_is_process_images_last_step(do_normalize):
+    processor = IQAImageProcessor(crop_size=16, resize_size=20, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
+                                  do_normalize=do_normalize)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (27, 31, 3), dtype=np.uint8))
+    resized = np.asarray(processor.resize(image)).transpose(2, 0, 1)
+    centre = processor.process_image(image)
+    left, top, _, _ = processor.crop_box(20, 20)
+    np.testing.assert_array_equal(processor.crop_and_normalize(resized, top, left), centre)
+    # a CPU tensor works the same; the flip mirrors the columns
+    flipped = processor.crop_and_normalize(torch.from_numpy(resized.copy()), 3, 1, flip=True)
+    np.testing.assert_array_equal(flipped, processor.crop_and_normalize(resized, 3, 1)[:, :, ::-1])
+    unit = resized[:, 3:19, 1:17].astype(np.float32) / np.float32(255.0)
+    if do_normalize:
+        unit = (unit - np.float32(IMAGENET_MEAN).reshape(3, 1, 1)) / np.float32(IMAGENET_STD).reshape(3, 1, 1)
+    np.testing.assert_array_equal(processor.crop_and_normalize(resized, 3, 1), unit)
+    with pytest.raises(ValueError, match="does not fit"):
+        processor.crop_and_normalize(resized, 5, 0)
+
+
+def test_image_cache_crops_with_the_processor():
+    from grmp_iqa_hf.training.common import rng_for
+    from grmp_iqa_hf.training.data import ImageCache
+
+    processor = IQAImageProcessor(crop_size=16, resize_size=20)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (24 + i, 30, 3), dtype=np.uint8) for i in range(3)]
+    cache = ImageCache(processor, images, progress=False, num_workers=1)
+    # centre crops are exactly the processor's
+    torch.testing.assert_close(cache.batch([0, 2]), processor(images[:3:2])["pixel_values"], rtol=0, atol=0)
+    crop = cache.crop_at(1, 2, 3, flip=True)
+    resized = np.asarray(processor.resize(load_image(images[1]))).transpose(2, 0, 1)
+    np.testing.assert_array_equal(crop.numpy(), processor.crop_and_normalize(resized, 2, 3, flip=True))
+    # keyed random crops do not depend on the batch; a subset view shares the decoded images
+    assert torch.equal(cache.batch([2, 0], keys=(7,))[0], cache.batch([2], keys=(7,))[0])
+    view = cache.subset([2, 0])
+    assert len(view) == 2 and view.images[0] is cache.images[2]
+    torch.testing.assert_close(view.crop(0, rng_for(7, 2), flip=True), cache.crop(2, rng_for(7, 2), flip=True),
+                               rtol=0, atol=0)

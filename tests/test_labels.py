@@ -41,6 +41,16 @@ def test_label_spaces_agree_with_the_model():
     assert IGNORE_INDEX == MODEL_IGNORE_INDEX == -100
 
 
+def test_each_label_fact_is_defined_once():
+    """The data layer, the MP-IQE config, the model's loss and QGR's semantic signal share one definition."""
+    from grmp_iqa_hf.modeling import constants
+    from grmp_iqa_hf.training import gradreg
+
+    assert SCENE_CLASSES is MPIQE_SCENE_CLASSES is gradreg.SCENE_CLASSES is constants.SCENE_CLASSES
+    assert DISTORTION_CLASSES is MPIQE_DISTORTION_CLASSES is constants.DISTORTION_CLASSES
+    assert IGNORE_INDEX is MODEL_IGNORE_INDEX is constants.IGNORE_INDEX
+
+
 # LIQE's published raw -> class table, written out independently of the module's copy.
 LIQE_TABLE = [
     ("jpeg2000 compression", "jpeg2000 compression"), ("jpeg compression", "jpeg compression"),

@@ -2,7 +2,9 @@
 
 import contextlib
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,10 +16,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from grmp_iqa_hf.modeling import GRMPIQAModel
 from grmp_iqa_hf.training.common import trainable_parameters
-from grmp_iqa_hf.training.meta import (
-    MetaPretrainArguments, MetaTaskSampler, build_tasks, meta_gradients, official_phase,
-    run_meta_pretraining, split_holdout,
-)
+from grmp_iqa_hf.protocols.meta import MetaPretrainArguments, run_meta_pretraining
+from grmp_iqa_hf.training.meta import MetaTaskSampler, build_tasks, meta_gradients, official_phase, split_holdout
 
 from conftest import REPO_ROOT
 
@@ -240,7 +240,6 @@ def test_loop_learns_saves_and_resumes_exactly(tmp_path):
     # resume: a run that stops after its step-2 checkpoint, continued from "latest", ends identical
     partial = _args(tmp_path / "resumed", max_steps=4, checkpointing_steps=2, eval_steps=2)
     run_meta_pretraining(partial)
-    import shutil
 
     for f in (tmp_path / "resumed").glob("model.safetensors"):
         f.unlink()
@@ -324,3 +323,40 @@ def test_official_runs_one_phase_per_epoch_and_selects_on_a_dataset(tmp_path):
     assert "leaks" in summary["selected"]["note"]
     info = GRMPIQAModel.from_pretrained(tmp_path / "official").config.training_info
     assert info["algorithm"] == "official" and info["selected"]["mode"] == "dataset"
+
+
+def test_bf16_named_schedule_resume_and_trackers(tmp_path):
+    """`mixed_precision="bf16"` on a CPU trains like fp32; `lr_scheduler_type="cosine"` with 2 warm-up steps is
+    recorded in the checkpoints and continued by a resumed run (Adam's state too); TensorBoard gets the scalars."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from grmp_iqa_hf.models import build_model
+
+    lr = 0.003
+    common = dict(max_steps=5, algorithm="fomaml", outer_lr=lr, lr_scheduler_type="cosine", warmup_steps=2,
+                  checkpointing_steps=2, keep_checkpoints=0)
+    runs = {"fp32": {}, "bf16": {"mixed_precision": "bf16"},
+            "resumed": {"resume_from_checkpoint": str(tmp_path / "fp32" / "checkpoints" / "step_00000002")}}
+    summaries = {}
+    for name, extra in runs.items():
+        if name != "fp32":  # the same synthetic tasks: not built again
+            shutil.copytree(tmp_path / "fp32" / "synthetic_data", tmp_path / name / "synthetic_data")
+        summaries[name] = run_meta_pretraining(_args(tmp_path / name, **common, **extra))
+    expected = [0.0, lr / 2] + [lr / 2 * (1 + math.cos(math.pi * k / 3)) for k in range(3)]
+    assert [h["lr"] for h in summaries["fp32"]["history"]] == pytest.approx(expected)
+    state = json.loads((tmp_path / "fp32" / "checkpoints" / "step_00000002" / "state.json").read_text())
+    assert state["settings"]["lr_scheduler_type"] == "cosine" and state["settings"]["warmup_steps"] == 2
+    assert state["scheduler"]["last_epoch"] == 2
+    assert summaries["resumed"]["history"] == summaries["fp32"]["history"]  # rates and losses
+    prompts = {name: _prompts(tmp_path / name) for name in runs}
+    assert all(torch.equal(prompts["resumed"][k], prompts["fp32"][k]) for k in prompts["fp32"])
+    assert all(math.isfinite(h["query_loss"]) for h in summaries["bf16"]["history"])
+    start = build_model("tiny-random", seed=1, num_visual_prompts=4).state_dict()
+    assert max(float((v - start[k]).abs().max()) for k, v in prompts["bf16"].items()) > 1e-4
+    pixels = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        scores = {k: GRMPIQAModel.from_pretrained(tmp_path / k)(pixel_values=pixels).scores for k in ("fp32", "bf16")}
+    assert float((scores["fp32"] - scores["bf16"]).abs().max()) < 0.05
+    tags = EventAccumulator(str(tmp_path / "fp32" / "logs" / "meta_pretrain")).Reload().Tags()["scalars"]
+    assert {"train/query_loss", "train/support_loss", "train/lr"} <= set(tags)

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import AutoModel, CLIPModel
+from transformers import AutoModel
 
+from conftest import save_tiny_model
 from grmp_iqa_hf import GRMPIQAConfig, GRMPIQAModel
 from grmp_iqa_hf.modeling.modeling_grmp_iqa import quality_loss
 from grmp_iqa_hf.testing import tiny_clip
@@ -132,6 +133,119 @@ def test_loss_is_bce_and_reaches_prompts(tiny, pixel_values):
             assert param.grad is None, name
 
 
+# ------------------------------------------------------------------ the forward in stages
+
+
+def test_forward_equals_its_stages_from_every_block(tiny, pixel_values):
+    clip, tok = tiny
+    model = GRMPIQAModel.from_clip(clip, tok, num_visual_prompts=5).train()
+    n = clip.config.vision_config.num_hidden_layers
+
+    def generators():
+        return [torch.Generator().manual_seed(100 + i) for i in range(len(pixel_values))]
+
+    reference = model(pixel_values=pixel_values, dropout_generators=generators()).logits
+    for k in range(n + 1):
+        gens = generators()  # one stream per image, consumed layer after layer across the two stages
+        hidden = model.vision_hidden_states(pixel_values, k, gens)
+        assert hidden.shape == (3, 1 + 5 + 64, 32)
+        logits = model.quality_logits(model.image_features_from_hidden(hidden, k, gens))
+        torch.testing.assert_close(logits, reference, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="end must be a block index in \\[0, 4\\]"):
+        model.vision_hidden_states(pixel_values, n + 1)
+    with pytest.raises(ValueError, match="start must be a block index"):
+        model.image_features_from_hidden(hidden, -1)
+
+
+def _full_and_rows(layer, hidden, n_prompts):
+    """(full layer, CLS-only, all but the prompts) outputs of one block."""
+    from grmp_iqa_hf.modeling.prompt_learning import encoder_layer_rows
+
+    with torch.no_grad():
+        full = layer(hidden, None)
+        cls = encoder_layer_rows(layer, hidden, [slice(0, 1)])
+        no_prompts = encoder_layer_rows(layer, hidden, [slice(0, 1), slice(1 + n_prompts, None)])
+    return full, cls, no_prompts
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_blocks_computing_some_rows_equal_the_full_block(tiny, implementation):
+    from transformers import CLIPVisionConfig
+    from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+    clip, _ = tiny
+    layer = clip.vision_model.encoder.layers[-1]
+    hidden = torch.randn(3, 70, 32, generator=torch.Generator().manual_seed(0))
+    full, cls, no_prompts = _full_and_rows(layer, hidden, 5)
+    assert cls.shape == (3, 1, 32) and no_prompts.shape == (3, 65, 32)
+    torch.testing.assert_close(cls, full[:, :1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(no_prompts, torch.cat([full[:, :1], full[:, 6:]], 1), rtol=0, atol=1e-5)
+    # one ViT-B/16-sized block (width 768, 12 heads, 1 + 100 prompts + 196 patches) with random weights
+    config = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12)
+    config._attn_implementation = implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = CLIPEncoderLayer(config).eval()
+        for param in layer.parameters():
+            param.data.normal_(0, 0.05)
+        hidden = torch.randn(2, 297, 768)
+    full, cls, no_prompts = _full_and_rows(layer, hidden, 100)
+    torch.testing.assert_close(cls, full[:, :1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(no_prompts, torch.cat([full[:, :1], full[:, 101:]], 1), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [None, 2, 1])
+def test_skipping_unused_queries_gives_the_same_features_and_gradients(tiny, pixel_values, depth):
+    clip, tok = tiny
+    model = GRMPIQAModel.from_clip(clip, tok, num_visual_prompts=5, visual_prompt_depth=depth).train()
+    model.set_trainable(top_k_blocks=2)
+    results = []
+    for skip in (True, False):
+        model.skip_unused_queries = skip
+        model.zero_grad()
+        generators = [torch.Generator().manual_seed(i) for i in range(3)]
+        out = model(pixel_values=pixel_values, labels=torch.tensor([0.1, 0.5, 0.9]), dropout_generators=generators)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        trunk = model.vision_hidden_states(pixel_values, 3, [torch.Generator().manual_seed(i) for i in range(3)])
+        results.append((out.logits.detach(), grads, trunk.detach()))
+    (logits, grads, trunk), (all_logits, all_grads, all_trunk) = results
+    torch.testing.assert_close(logits, all_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(trunk, all_trunk, rtol=0, atol=1e-5)  # every row, prompts included
+    assert grads.keys() == all_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_set_trainable(tiny):
+    from grmp_iqa_hf.modeling.modeling_mp_iqe import MPIQEModel
+
+    clip, tok = tiny
+    model = GRMPIQAModel.from_clip(clip, tok, num_visual_prompts=5)
+    params = model.set_trainable(top_k_blocks=2)
+    assert params == {n: p for n, p in model.named_parameters() if p.requires_grad}
+    names = set(params)
+    assert "text_context.ctx" in names
+    assert {"clip.vision_model.post_layernorm.weight", "clip.text_model.final_layer_norm.bias"} <= names
+    assert any(n.startswith("clip.vision_model.encoder.layers.3.") for n in names)
+    assert any(n.startswith("clip.text_model.encoder.layers.2.") for n in names)
+    assert not any(n.startswith(("clip.vision_model.encoder.layers.1.", "clip.text_model.encoder.layers.1.",
+                                 "visual_prompts", "clip.visual_projection", "clip.text_projection",
+                                 "clip.logit_scale", "clip.vision_model.embeddings")) for n in names)
+    assert set(model.set_trainable(top_k_blocks=0)) == {"text_context.ctx"}
+    assert "text_context.ctx" not in model.set_trainable(top_k_blocks=1, context=False)
+    with pytest.raises(ValueError, match="top_k must be an integer in \\[0, 4\\]"):
+        model.set_trainable(top_k_blocks=5)
+    with pytest.raises(ValueError, match="nothing to train"):
+        model.set_trainable(top_k_blocks=0, context=False)
+    # MP-IQE: `context` = both text contexts; its encoder and heads (no pre-trained values) always train
+    mp = MPIQEModel.from_clip(clip, tok, num_visual_prompts=5)
+    prefixes = {n.split(".")[0] for n in mp.set_trainable(top_k_blocks=0)}
+    assert prefixes == {"scene_context", "distortion_context", "multimodal_encoder", "quality_head"}
+    prefixes = {n.split(".")[0] for n in mp.set_trainable(top_k_blocks=1, context=False)}
+    assert prefixes == {"clip", "multimodal_encoder", "quality_head"}
+
+
 def test_quality_loss_rejects_unscaled_labels():
     logits = torch.zeros(2, 2)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -195,14 +309,11 @@ def test_tiny_tokenizer_special_ids_agree_with_config(tiny):
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    clip, tok = tiny_clip(seed=0)
-    torch.manual_seed(0)
-    model = GRMPIQAModel.from_clip(clip, tok, num_visual_prompts=6, ctx_init="a photo of a")
-    with torch.no_grad():
-        model.text_context.ctx.add_(0.1 * torch.randn_like(model.text_context.ctx))  # "trained" prompts
-    path = tmp_path_factory.mktemp("model") / "grmp"
-    model.save_pretrained(path)
-    return model, path
+    def trained(model):  # "trained" prompts
+        with torch.no_grad():
+            model.text_context.ctx.add_(0.1 * torch.randn_like(model.text_context.ctx))
+
+    return save_tiny_model(GRMPIQAModel, tmp_path_factory.mktemp("model") / "grmp", trained)
 
 
 def test_save_pretrained_writes_safetensors_config_and_remote_code(saved_model):
@@ -342,3 +453,45 @@ def test_remote_code_runs_only_when_trusted(tmp_path):
     with pytest.raises(ValueError, match="trust_remote_code"):
         load_model(str(tmp_path))
     assert not marker.exists()
+
+
+def _imports_of_package_testing(tree) -> list[tuple[int, str]]:
+    """(line, enclosing function) of every import of this package's `testing` module in `tree`."""
+    import ast
+
+    owner = {}
+    for func in ast.walk(tree):  # outer functions first, so a nested function's name wins
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            owner.update({id(node): func.name for node in ast.walk(func)})
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("grmp_iqa_hf")]
+        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("grmp_iqa_hf")):
+            names = [node.module or "", *(a.name for a in node.names)]
+        else:
+            continue
+        if any(name.split(".")[-1] == "testing" for name in names):
+            found.append((node.lineno, owner.get(id(node), "<module>")))
+    return found
+
+
+def test_production_code_reaches_the_test_clip_only_through_load_backbone():
+    # `testing.py` (the tiny CLIP) is a test helper: outside it, only `models.load_backbone` may import it
+    import ast
+    from pathlib import Path
+
+    import grmp_iqa_hf
+
+    assert len(_imports_of_package_testing(ast.parse(
+        "from . import testing\nimport grmp_iqa_hf.testing\ndef f():\n    from ..testing import tiny_tokenizer\n"
+    ))) == 3
+    root = Path(grmp_iqa_hf.__file__).parent
+    paths = sorted({*root.rglob("*.py"), *Path(grmp_iqa_hf.modeling.__file__).parent.rglob("*.py")})
+    offenders = [
+        f"{path}:{line} in {func}"
+        for path in paths if path.name != "testing.py"
+        for line, func in _imports_of_package_testing(ast.parse(path.read_text()))
+        if (path.name, func) != ("models.py", "load_backbone")
+    ]
+    assert not offenders, offenders

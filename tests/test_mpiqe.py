@@ -1,6 +1,7 @@
 """MPIQEModel against independent references (transformers' CLIPModel, torch.nn.TransformerDecoderLayer,
 torch's loss functions), its save / load / remote-code paths, and its training loop and runner."""
 
+import copy
 import csv
 import importlib.util
 import json
@@ -17,13 +18,15 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoModel
 
+from conftest import save_tiny_model
 from grmp_iqa_hf import MPIQEConfig, MPIQEModel
 from grmp_iqa_hf.modeling.configuration_mp_iqe import RECONSTRUCTION_NOTES, render_reconstruction_notes
 from grmp_iqa_hf.models import MODEL_CLASSES, build_model
-from grmp_iqa_hf.testing import tiny_clip
 from grmp_iqa_hf.training.common import NonFiniteLossError
 from grmp_iqa_hf.training.data import ImageCache
-from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, learning_rate_at, run_mpiqe, train_mpiqe
+from grmp_iqa_hf.protocols.mpiqe import MPIQETrainingArguments, run_mpiqe
+from grmp_iqa_hf.scoring import score_rows
+from grmp_iqa_hf.training.mpiqe import learning_rate_at, train_mpiqe
 
 from test_modeling import scores_with_remote_code  # loads remote code in a process without the package
 
@@ -307,12 +310,7 @@ def test_text_features_cached_at_inference(model, pixel_values):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    clip, tok = tiny_clip(seed=0)
-    torch.manual_seed(0)
-    model = perturb(MPIQEModel.from_clip(clip, tok, num_visual_prompts=6, ctx_init="a photo of a"), scale=0.5)
-    path = tmp_path_factory.mktemp("model") / "mpiqe"
-    model.save_pretrained(path)
-    return model, path
+    return save_tiny_model(MPIQEModel, tmp_path_factory.mktemp("model") / "mpiqe", lambda m: perturb(m, scale=0.5))
 
 
 def test_save_pretrained_files(saved):
@@ -461,7 +459,7 @@ TWO_PROCESS_SCRIPT = """
 from accelerate import debug_launcher
 
 from grmp_iqa_hf.training.common import make_accelerator  # imported once, before the fork
-from grmp_iqa_hf.training.mpiqe import MPIQETrainingArguments, run_mpiqe
+from grmp_iqa_hf.protocols.mpiqe import MPIQETrainingArguments, run_mpiqe
 
 def train():
     accelerator = make_accelerator()
@@ -502,3 +500,40 @@ def test_example_script_on_clive(clive_dir, tmp_path):
     assert report["median"]["srcc"] == split["srcc"]
     loaded = AutoModel.from_pretrained(out)
     assert isinstance(loaded, MPIQEModel) and loaded.config.training_info["n_train"] == 200
+
+
+def test_bf16_named_schedule_resume_and_trackers(tmp_path):
+    """`mixed_precision="bf16"` on a CPU trains like fp32; "cosine" with 2 warm-up steps is recorded in the
+    checkpoints and continued by a resumed run; a transformers schedule by name; TensorBoard gets the scalars."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = make_imagefolder(tmp_path / "data", n=10, labels=False)
+    files = [str(p) for p in sorted((data / "images").iterdir())]
+    start = build_model("tiny-random", method="mp_iqe", num_visual_prompts=2)
+    cache = ImageCache(start.image_processor, files, progress=False)
+    labels = np.linspace(0.1, 0.9, 10)
+    base = dict(epochs=5, batch_size=10, warmup_steps=2, checkpointing_steps=2, keep_checkpoints=0)
+    runs = {"fp32": {}, "bf16": {"mixed_precision": "bf16"}, "linear": {"lr_scheduler_type": "linear"},
+            "resumed": {"resume_from_checkpoint": str(tmp_path / "fp32" / "checkpoints" / "step_00000002")}}
+    models, histories = {}, {}
+    for name, extra in runs.items():
+        models[name] = copy.deepcopy(start)
+        histories[name] = train_mpiqe(models[name], cache, range(10), labels,
+                                      small_args(data, tmp_path, **base, **extra), output_dir=tmp_path / name)
+    # one step per epoch: MP-IQE's own cosine with 2 warm-up steps, and transformers' linear one
+    rates = {k: [h["learning_rate"] for h in histories[k]] for k in histories}
+    assert rates["fp32"] == pytest.approx([learning_rate_at(s, 5, 3e-3, "cosine", 2) for s in range(5)])
+    assert rates["linear"] == pytest.approx([0.0, 1.5e-3, 3e-3, 2e-3, 1e-3])
+    state = json.loads((tmp_path / "fp32" / "checkpoints" / "step_00000002" / "state.json").read_text())
+    assert state["settings"]["lr_scheduler_type"] == "cosine" and state["settings"]["warmup_steps"] == 2
+    assert histories["resumed"] == histories["fp32"]  # rates and losses
+    trained = {k: {n: p.detach() for n, p in m.named_parameters() if p.requires_grad} for k, m in models.items()}
+    assert all(torch.equal(trained["resumed"][n], trained["fp32"][n]) for n in trained["fp32"])
+    assert all(math.isfinite(h["loss"]) for h in histories["bf16"])
+    moved = max(float((p - start.state_dict()[n]).abs().max()) for n, p in trained["bf16"].items())
+    assert moved > 1e-4
+    scores = {k: score_rows(models[k], cache, range(10))["scores"] for k in ("fp32", "bf16")}
+    assert np.abs(scores["fp32"] - scores["bf16"]).max() < 0.05
+    tags = EventAccumulator(str(tmp_path / "fp32" / "logs" / "mpiqe")).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/lr", "epoch/loss", "epoch/quality_loss"} <= set(tags)

@@ -160,7 +160,7 @@ def test_protocol_report_provenance_from_its_config(model_dir):
 
 
 def test_fewshot_runner_report_has_provenance(tmp_path):
-    from grmp_iqa_hf.evaluation.fewshot import FewShotConfig, run_fewshot
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig, run_fewshot
     from grmp_iqa_hf.training.common import make_accelerator
 
     data = tmp_path / "data"

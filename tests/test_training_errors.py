@@ -38,12 +38,21 @@ def test_user_errors_become_one_line(tmp_path, capsys):
     assert "missing.json" in err
     err = ends_with_one_line(lambda: check_finite(float("nan"), "training loss", 3), capsys)
     assert "training loss is nan at step 3" in err
-    # a bad combination of flags, as examples/meta_pretrain.py passes them on
-    from grmp_iqa_hf.training.meta import MetaPretrainArguments, run_meta_pretraining
+    # a bad combination of flags: a usage error of every script's parser (exit 2), and a ValueError in Python
+    from grmp_iqa_hf.protocols.arguments import parse_arguments
+    from grmp_iqa_hf.protocols.fewshot import FewShotConfig
+    from grmp_iqa_hf.protocols.meta import MetaPretrainArguments
+    from grmp_iqa_hf.protocols.mpiqe import MPIQETrainingArguments
 
-    args = MetaPretrainArguments(output_dir=str(tmp_path / "meta"), model=str(tmp_path), backbone="org/clip")
-    err = ends_with_one_line(lambda: run_meta_pretraining(args), capsys)
-    assert "not both" in err
+    with pytest.raises(ValueError, match="not both"):
+        MetaPretrainArguments(output_dir=str(tmp_path / "meta"), model=str(tmp_path), backbone="org/clip")
+    both = ["--output-dir", str(tmp_path / "out"), "--data-dir", str(tmp_path), "--model", str(tmp_path),
+            "--backbone", "org/clip"]
+    for cls, argv in ((MetaPretrainArguments, both[:2] + both[4:]), (FewShotConfig, both), (MPIQETrainingArguments, both)):
+        with pytest.raises(SystemExit) as info:
+            parse_arguments(cls, argv)
+        assert info.value.code == 2
+        assert "not both" in capsys.readouterr().err, cls.__name__
 
 
 def test_bugs_keep_their_traceback():

@@ -4,14 +4,8 @@
 GRMP-IQA code (`torch.save` of a `CustomCLIP` state dict or module) into a saved `GRMPIQAModel`.
 """
 
-from .official import (
-    DEFAULT_BASE,
-    OfficialCheckpointError,
-    RefusedGlobalError,
-    convert_official_checkpoint,
-    load_official_checkpoint,
-    read_official_state_dict,
-)
+from .official import DEFAULT_BASE, convert_official_checkpoint, load_official_checkpoint
+from .official_reader import OfficialCheckpointError, RefusedGlobalError, read_official_state_dict
 
 __all__ = [
     "DEFAULT_BASE", "OfficialCheckpointError", "RefusedGlobalError", "convert_official_checkpoint",

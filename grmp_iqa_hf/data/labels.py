@@ -42,6 +42,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+# The label spaces and the no-label value are the model's (its class prompts and loss use them).
+from ..modeling.constants import DISTORTION_CLASSES, IGNORE_INDEX, SCENE_CLASSES
+
 __all__ = [
     "SCENE_CLASSES",
     "DISTORTION_CLASSES",
@@ -57,20 +60,6 @@ __all__ = [
     "scene_labels",
     "dataset_auxiliary_labels",
 ]
-
-#: LIQE's 9 scene classes (multi-label: an image has 1-3 of them).
-SCENE_CLASSES: tuple[str, ...] = (
-    "animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others",
-)
-
-#: LIQE's 11 distortion classes, in LIQE's label order (index = class id).
-DISTORTION_CLASSES: tuple[str, ...] = (
-    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast", "overexposure",
-    "underexposure", "spatial", "quantization", "other",
-)
-
-#: Label value meaning "no distortion label for this image" (skipped by the distortion loss).
-IGNORE_INDEX = -100
 
 # LIQE's 33 raw distortion names -> their class (LIQE's own table).
 LIQE_RAW_DISTORTIONS: dict[str, str] = {

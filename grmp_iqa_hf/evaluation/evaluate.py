@@ -7,12 +7,12 @@ under `provenance` (see `grmp_iqa_hf.provenance`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .. import provenance
+from ..json_io import write_json
 from ..data import image_paths, load_iqa_dataset, read_iqa_info
 from ..scoring import score_files
 from .metrics import compute_metrics
@@ -78,26 +78,11 @@ def evaluate_model(model, data_dir, dataset: str = "imagefolder", batch_size: in
     }
 
 
-def json_safe(value):
-    """`value` with NaN/inf floats as None (strict JSON) and numpy scalars as Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def write_report(report: dict, output=None, plot=None) -> None:
     """Write the JSON report (NaN as null) when `output` is given and, when asked, the scatter plot of
     prediction vs MOS."""
     if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
+        write_json(output, report)
     if plot:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         scored = [p for p in report["predictions"] if p["score"] is not None]

@@ -28,8 +28,8 @@ from .. import __version__
 from ..data.registry import DATASET_REGISTRY
 from ..evaluation.metrics import MIN_SLOPE_SCALE
 from ..hub_cards import DATASET_CARD_TEMPLATE, MODEL_CARD_TEMPLATE
+from ..methods import METHODS
 from ..models import TINY_BACKBONE
-from ..modeling.configuration_mp_iqe import render_reconstruction_notes
 
 PACKAGE_URL = "https://pypi.org/project/grmp-iqa-hf/"
 TASK_TAG = "image-quality-assessment"
@@ -42,56 +42,7 @@ MODEL_INDEX_METRICS = (
 # Published only when the logistic fit is ok (see the module docstring).
 LOGISTIC_METRICS = ("plcc_logistic", "rmse")
 TABLE_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
-
-METHODS = {
-    "grmp_iqa": {
-        "name": "GRMP-IQA",
-        "tag": "grmp-iqa",
-        "paper": "Li et al., ICCV 2025, arXiv:2409.05381",
-        "one_line": "CLIP with learned text context (CoOp) and deep visual prompts (VPT-deep), scoring an image "
-                    "as the softmax probability of the first quality prompt.",
-        "description": (
-            "Learnable context tokens are prepended to the quality prompts (\"high quality\" / \"low "
-            "quality\") and learnable prompt tokens are inserted into every layer of the frozen CLIP vision "
-            "tower. The prompts are first meta-pre-trained over synthetic distortion tasks (MAML-style: adapt "
-            "on a support set, update on a query set), then fine-tuned on a few labelled images with "
-            "quality-aware gradient regularization (QGR): the gradient of the quality loss is projected away "
-            "from directions that conflict with CLIP's own zero-shot semantics, and only the prompts and the "
-            "top blocks are trained."
-        ),
-        "bibtex": (
-            "@inproceedings{li2025grmpiqa,\n"
-            "  title     = {Few-Shot Image Quality Assessment via Adaptation of Vision-Language Models},\n"
-            "  author    = {Li, Xudong and others},\n"
-            "  booktitle = {ICCV},\n"
-            "  year      = {2025},\n"
-            "  note      = {arXiv:2409.05381}\n"
-            "}"
-        ),
-    },
-    "mp_iqe": {
-        "name": "MP-IQE",
-        "tag": "mp-iqe",
-        "paper": "Pan et al., arXiv:2404.14949 (our reconstruction)",
-        "one_line": "CLIP with deep visual prompts and two banks of learned text prompts (scene category, "
-                    "distortion type) fused with the image by a small multimodal encoder into a quality score.",
-        "description": (
-            "The vision tower carries deep visual prompts; two text prompt banks describe the scene category "
-            "and the distortion type. A multimodal encoder lets the text features attend to the image's patch "
-            "tokens and maps the pooled result to a quality score; scene and distortion classification are "
-            "auxiliary tasks during training. The paper leaves several details open: the choices we made are "
-            "listed below (they are also fields of the config)."
-        ),
-        "bibtex": (
-            "@article{pan2024mpiqe,\n"
-            "  title   = {Multi-Modal Prompt Learning on Blind Image Quality Assessment},\n"
-            "  author  = {Pan, Wensheng and others},\n"
-            "  journal = {arXiv:2404.14949},\n"
-            "  year    = {2024}\n"
-            "}"
-        ),
-    },
-}
+# Each method's card text (name, paper, description, citation, its own lines) is in `methods.METHODS`.
 
 
 # ---------------------------------------------------------------------------- reports
@@ -241,24 +192,18 @@ def _is_hub_id(name) -> bool:
     return bool(name) and name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/"))
 
 
-def _model_details(model) -> dict:
+def _model_details(model, method_details: dict) -> dict:
     config = model.config
     vision = config.clip_config.vision_config
     total = sum(p.numel() for p in model.parameters())
     outside = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("clip."))
-    if config.model_type == "mp_iqe":
-        text = (f"two banks: {len(config.scene_classes)} scene classes and {len(config.distortion_classes)} "
-                f"distortion classes, {config.n_ctx} learned context tokens each")
-    else:
-        text = (f"{config.n_ctx} learned context tokens + the classes "
-                + ", ".join(f'"{c}"' for c in config.quality_classes))
     if config.num_visual_prompts:
         visual = f"{config.num_visual_prompts} tokens in each of {config.num_prompted_layers} vision layers"
     else:
         visual = "none"
     return {
         "vision_layers": vision.num_hidden_layers, "vision_width": vision.hidden_size,
-        "image_size": config.image_size, "text_prompts": text, "visual_prompts": visual,
+        "image_size": config.image_size, "text_prompts": method_details["text_prompts"], "visual_prompts": visual,
         "preprocessing": (f"resize ({config.resize_mode}, {config.resize_size} px, {config.resample}), centre crop "
                           f"{config.image_size}, {config.image_normalization} normalisation"),
         "total_parameters": f"{total:,}", "prompt_parameters": f"{outside:,}",
@@ -283,6 +228,7 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
     if config.model_type not in METHODS:
         raise ValueError(f"no card for model type {config.model_type!r}; known: {sorted(METHODS)}")
     method = METHODS[config.model_type]
+    method_details = method.card_details(config)  # the method's own card lines
     model_name = repo_id.split("/")[-1]
     base = config.base_model_name_or_path
     tiny = base == TINY_BACKBONE or not base
@@ -293,7 +239,7 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
         license=license,
         base_model=base if _is_hub_id(base) else None,
         datasets=dataset_ids or None,
-        tags=[TASK_TAG, "blind-image-quality-assessment", "clip", "prompt-learning", method["tag"], "grmp-iqa-hf",
+        tags=[TASK_TAG, "blind-image-quality-assessment", "clip", "prompt-learning", method.tag, "grmp-iqa-hf",
               "custom_code", *(["adapter"] if adapter_only else [])],
         model_name=model_name,
         eval_results=(eval_results(results, model_name, dataset_ids[0] if len(dataset_ids) == 1 else None)
@@ -324,13 +270,13 @@ def model_card_context(model, repo_id: str, report: dict | None = None, revision
         "method": method,
         "tiny_backbone": tiny,
         "base_model_text": (f"`{base}`{revision_text}" if base else "unknown"),
-        "details": _model_details(model),
+        "details": _model_details(model, method_details),
         "weights_text": ("prompts only (`adapter_model.safetensors`, "
                          f"{len(adapter_keys)} tensors), rebuilt on the base model at load time" if adapter_only
                          else "full model (`model.safetensors`)"),
         "adapter_only": adapter_only,
         "adapter_clip_tensors": any(k.startswith("clip.") for k in adapter_keys),
-        "reconstruction_notes": render_reconstruction_notes(config) if config.model_type == "mp_iqe" else "",
+        "reconstruction_notes": method_details.get("reconstruction_notes", ""),
         "training": training,
         "results": results,
         "training_data_text": ("the training data recorded above" if training else "the data the prompts were tuned on"),

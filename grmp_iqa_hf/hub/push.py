@@ -20,6 +20,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi, constants
 
 from ..data import load_iqa_dataset
+from ..json_io import write_json
 from ..models import TINY_BACKBONE, load_backbone, load_model
 from .cards import load_report, render_dataset_card, render_model_card
 
@@ -108,7 +109,7 @@ def stage_model(model_dir, repo_id: str, save_directory, report: dict | None = N
                              adapter_keys=adapter_keys, license=license, datasets=datasets)
     card.save(save_directory / "README.md")
     if report is not None:
-        (save_directory / "report.json").write_text(json.dumps(public_report(report), indent=1))
+        write_json(save_directory / "report.json", public_report(report))
     files = sorted(p.name for p in save_directory.iterdir() if p.is_file())
     return {"files": files, "bytes": {name: (save_directory / name).stat().st_size for name in files},
             "card": card}

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..json_io import write_json
+
 CHECKPOINT_DIRNAME = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _TENSORS, _STATE = "state.safetensors", "state.json"
@@ -72,10 +74,9 @@ def save_checkpoint(output_dir, step: int, tensors: dict, state: dict, keep_last
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / _TENSORS))
-    (tmp / _STATE).write_text(json.dumps({"step": step, **state}, indent=1, default=_json_default))
-    for name in (_TENSORS, _STATE):  # flush file contents before the rename makes them visible
-        with open(tmp / name, "rb") as fh:
-            os.fsync(fh.fileno())
+    with open(tmp / _TENSORS, "rb") as fh:  # flushed before the rename makes it visible (write_json syncs its own)
+        os.fsync(fh.fileno())
+    write_json(tmp / _STATE, {"step": step, **state})  # strict JSON: NaN / inf are stored as null
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -89,14 +90,6 @@ def load_checkpoint(path) -> tuple[dict, dict]:
     """`(tensors, state)` of a checkpoint folder (safetensors + JSON only)."""
     path = Path(path)
     return load_file(str(path / _TENSORS)), json.loads((path / _STATE).read_text())
-
-
-def _json_default(value):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint's JSON")
 
 
 # ------------------------------------------------------------------ optimizer state, without pickle

@@ -16,18 +16,24 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
+from ..distributed import local_indices, reduce_sum  # noqa: F401 - re-exported for the trainers
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-def make_accelerator(output_dir=None, log_with: str | None = "auto", cpu: bool | None = None) -> Accelerator:
+def make_accelerator(output_dir=None, log_with: str | None = "auto", cpu: bool | None = None,
+                     mixed_precision: str | None = None) -> Accelerator:
     """An `Accelerator` for our loops.
 
     - `cpu=None` picks the CPU when there is no CUDA device. This matters under `accelerate launch`
       with 2 processes on a CPU-only machine: a plain `Accelerator()` would silently run each process
       alone, `Accelerator(cpu=True)` joins them over gloo.
-    - `log_with="auto"` logs to TensorBoard under `<output_dir>/logs` when it is installed.
+    - `log_with="auto"` logs to TensorBoard under `<output_dir>/logs` when it is installed (for scripts that
+      call `accelerator.log`; the trainers keep their own trackers, see `trainer.Trainer`).
+    - `mixed_precision` "no" | "bf16" | "fp16"; None takes accelerate's config / environment, so that
+      `accelerate launch --mixed_precision bf16` reaches the trainers (they default to the accelerator's).
     """
     if cpu is None:
         cpu = not torch.cuda.is_available()
@@ -36,7 +42,7 @@ def make_accelerator(output_dir=None, log_with: str | None = "auto", cpu: bool |
     project = None
     if output_dir is not None:
         project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs"))
-    return Accelerator(cpu=cpu, log_with=log_with, project_config=project)
+    return Accelerator(cpu=cpu, log_with=log_with, project_config=project, mixed_precision=mixed_precision)
 
 
 def seed_for(*keys: int) -> int:
@@ -57,27 +63,6 @@ def seeded_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
     """`{name: parameter}` of the parameters with `requires_grad=True`, in module order."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def reduce_sum(accelerator: Accelerator | None, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Sum tensors over processes in one collective. Needed for gradients from `torch.autograd.grad` /
-    `torch.func`, which never pass through DDP's gradient hooks."""
-    if accelerator is None or accelerator.num_processes == 1 or not tensors:
-        return tensors
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    flat = accelerator.reduce(flat, reduction="sum")
-    out, offset = [], 0
-    for t in tensors:
-        out.append(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
-    return out
-
-
-def local_indices(count: int, accelerator: Accelerator | None) -> list[int]:
-    """This process's share of `count` work items (round robin)."""
-    if accelerator is None:
-        return list(range(count))
-    return list(range(accelerator.process_index, count, accelerator.num_processes))
 
 
 def check_finite(value: float, what: str, step: int) -> None:
@@ -118,14 +103,18 @@ def is_input_error(err: BaseException) -> bool:
     - `ValueError` (bad flags, bad combinations, an unknown dataset format or model id): when raised by this
       package's own checks or by the libraries that load models and run the accelerator (transformers,
       huggingface_hub, accelerate), not from deep inside numpy / torch, where it is more likely our bug.
+    - `ImportError` raised by this package itself: a missing optional extra, named in the message (e.g. the
+      `xlsx` extra for CSIQ / SPAQ spreadsheets).
     Everything else (TypeError, KeyError, RuntimeError, ...) is a bug and keeps its traceback.
     """
     from ..data import DatasetMetadataError
 
     if isinstance(err, (DatasetMetadataError, NonFiniteLossError, OSError)):
         return True
+    where = str(Path(_raised_in(err)).resolve())
+    if isinstance(err, ImportError):
+        return any(where.startswith(d) for d in _package_dirs("grmp_iqa_hf", "grmp_iqa_hf.modeling"))
     if isinstance(err, ValueError):
-        where = str(Path(_raised_in(err)).resolve())
         return any(where.startswith(d) for d in _package_dirs(
             "grmp_iqa_hf", "grmp_iqa_hf.modeling", "transformers", "huggingface_hub", "accelerate"))
     return False

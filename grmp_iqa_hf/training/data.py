@@ -2,9 +2,10 @@
 
 Training revisits the same few hundred or thousand images many times (meta-tasks, few-shot epochs),
 so decoding and resizing them every visit would dominate a CPU run. `ImageCache` keeps every image
-resized (the model's own processor settings) as uint8, and `batch()` produces normalised crops:
-the centre crop (identical to `model.image_processor`) or a random crop + flip drawn from a generator
-keyed by the caller (e.g. `(seed, step, task, sample)`), so crops never depend on the process count.
+resized (the model's own processor settings) as uint8, and `batch()` produces normalised crops through
+the processor's own crop and normalisation (`IQAImageProcessor.crop_and_normalize`): the centre crop
+(identical to `model.image_processor`) or a random crop + flip drawn from a generator keyed by the caller
+(e.g. `(seed, step, task, sample)`), so crops never depend on the process count.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ class ImageCache:
                  desc: str = "Decoding images"):
         self.processor = processor
         self.crop_size = processor.crop_size
-        mean = torch.tensor(processor.image_mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(processor.image_std, dtype=torch.float32).view(3, 1, 1)
-        self._mean, self._std = (mean, std) if processor.do_normalize else (torch.zeros(3, 1, 1), torch.ones(3, 1, 1))
         images = list(images)
         self.images: list[torch.Tensor | None] = [None] * len(images)
         self.failed: dict[int, str] = {}
@@ -59,6 +57,14 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, rows) -> "ImageCache":
+        """A view keeping only `rows` (renumbered 0..n-1), sharing the decoded images (no decoding again)."""
+        view = object.__new__(type(self))
+        view.processor, view.crop_size = self.processor, self.crop_size
+        view.images = [self.images[int(r)] for r in rows]
+        view.failed = {}
+        return view
+
     @property
     def valid_indices(self) -> list[int]:
         return [i for i, image in enumerate(self.images) if image is not None]
@@ -74,17 +80,14 @@ class ImageCache:
         _, height, width = self._image(index).shape
         size = self.crop_size
         if rng is None:
-            top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+            left, top, _, _ = self.processor.crop_box(width, height)
         else:
             top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
         return self.crop_at(index, top, left, flip=rng is not None and flip and rng.random() < 0.5)
 
     def crop_at(self, index: int, top: int, left: int, flip: bool = False) -> torch.Tensor:
         """The normalised (3, S, S) float32 crop of image `index` at (`top`, `left`), flipped horizontally if asked."""
-        patch = self._image(index)[:, top : top + self.crop_size, left : left + self.crop_size]
-        if flip:
-            patch = patch.flip(-1)
-        return (patch.float() / 255.0 - self._mean) / self._std
+        return torch.from_numpy(self.processor.crop_and_normalize(self._image(index), top, left, flip))
 
     def batch(self, indices, keys: tuple[int, ...] | None = None, flip: bool = True) -> torch.Tensor:
         """Crops of `indices` as (B, 3, S, S). `keys=None`: centre crops. Otherwise sample `j` is cropped

@@ -31,7 +31,7 @@ Where the features come from:
   gradients and cached per image and crop (`SceneTeacher`).
 
 Under multi-process training `G_d` and `G_g` are summed over processes (explicitly: gradients from
-`torch.autograd.grad` never pass through DDP's hooks) BEFORE the projection (`qgr_gradients`), so every
+`torch.autograd.grad` never pass through DDP's hooks) BEFORE the projection (`qgr_direction`), so every
 process applies the same update and 1 and 2 processes train the same model.
 """
 
@@ -42,11 +42,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..modeling.constants import SCENE_CLASSES  # the semantic signal's classes: LIQE's scene categories
 from ..modeling.prompt_learning import encode_prompted_image, encode_text_embeddings
 from .common import reduce_sum
+from .trainer import GradientRule
 
-#: The nine scene classes of the semantic signal (LIQE's scene categories).
-SCENE_CLASSES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
 SCENE_TEMPLATE = "a photo of a {}"
 #: "qgr": remove the semantic component when it AGREES with the quality gradient (GRMP-IQA);
 #: "prograd": remove it when it CONFLICTS (ProGrad's original rule).
@@ -289,41 +289,53 @@ def qgr_direction(
     return grads, stats
 
 
-def qgr_gradients(
-    params,
-    loss_quality_sum: torch.Tensor | None,
-    loss_semantic_sum: torch.Tensor | None,
-    count: int,
-    lam: float = 5.0,
-    mode: str = "qgr",
-    accelerator=None,
-    batched_vjp: bool = False,
-    groups=None,
-) -> tuple[list[torch.Tensor], dict]:
-    """One QGR step's update direction from one forward pass: the two VJPs (one when `lam == 0`),
-    then `qgr_direction` (cross-process sums BEFORE the per-tensor projection).
+class QGRGradient(GradientRule):
+    """QGR as the training loop's gradient rule (`trainer.Trainer`); `lam == 0` is plain fine-tuning.
 
-    `loss_quality_sum` / `loss_semantic_sum` are this process's losses summed over its `count` samples;
-    None when it has no sample in this step (it still takes part in the reduction).
-    """
-    params = list(params)
-    if loss_quality_sum is None:
-        g_d = [torch.zeros_like(p) for p in params]
-        g_g = [torch.zeros_like(p) for p in params] if lam != 0 else []
-        sums = (0.0, 0.0, 0.0)
-    else:
-        if lam != 0:
-            g_d, g_g = two_vjps(params, loss_quality_sum, loss_semantic_sum, batched=batched_vjp)
-        else:
-            g_d = list(torch.autograd.grad(loss_quality_sum, params, allow_unused=True, materialize_grads=True))
-            g_g = []
-        semantic = float(loss_semantic_sum.detach()) if loss_semantic_sum is not None else 0.0
-        sums = (float(loss_quality_sum.detach()), semantic, float(count))
-    return qgr_direction(g_d, g_g, sums, lam, mode, accelerator, groups)
+    `losses(batch)` yields, per micro-batch of this process's samples of the step, `(quality loss sum, semantic
+    loss sum or None, count)` from one forward pass; the two VJPs of each are summed (`local`), the loop sums
+    them over processes, and `combine` averages and projects them (`qgr_direction`). Under fp16 the losses are
+    scaled before the VJPs: the projection is scale-invariant and the loop unscales the direction."""
+
+    checks = {"loss": "the fine-tuning (quality) loss", "loss_semantic": "the semantic (scene) loss"}
+
+    def __init__(self, params, losses, lam: float = 5.0, mode: str = "qgr", groups=None, batched_vjp: bool = False):
+        self.params, self.losses, self.lam, self.mode = list(params), losses, float(lam), mode
+        self.groups, self.batched_vjp = groups, batched_vjp
+
+    def local(self, trainer, batch):
+        g_d = g_g = None
+        sums = [0.0, 0.0, 0.0]
+        for loss_quality, loss_semantic, count in self.losses(batch):
+            if self.lam != 0:
+                d, g = two_vjps(self.params, trainer.scale(loss_quality), trainer.scale(loss_semantic),
+                                batched=self.batched_vjp)
+            else:
+                d = list(torch.autograd.grad(trainer.scale(loss_quality), self.params, allow_unused=True,
+                                             materialize_grads=True))
+                g = []
+            if g_d is None:
+                g_d, g_g = d, g
+            else:  # micro-batches: sum the gradient sums
+                torch._foreach_add_(g_d, d)
+                if g:
+                    torch._foreach_add_(g_g, g)
+            sums[0] += float(loss_quality.detach())
+            sums[1] += float(loss_semantic.detach()) if loss_semantic is not None else 0.0
+            sums[2] += count
+        if g_d is None:  # no sample of this step here: take part in the reduction with zeros
+            g_d = [torch.zeros_like(p) for p in self.params]
+            g_g = [torch.zeros_like(p) for p in self.params] if self.lam != 0 else []
+        # the sums travel in float64 so that they are exact for logging and counting
+        return [*g_d, *g_g], torch.tensor(sums, dtype=torch.float64, device=self.params[0].device)
+
+    def combine(self, trainer, batch, grads, sums):
+        n = len(self.params)
+        return qgr_direction(grads[:n], grads[n:], tuple(sums.tolist()), self.lam, self.mode, None, self.groups)
 
 
 __all__ = [
-    "GROUPINGS", "PROJECTION_MODES", "SCENE_CLASSES", "SCENE_TEMPLATE", "SceneTeacher", "fused_qkv_groups",
-    "parameter_groups", "project_gradients", "projection_coefficients", "qgr_direction", "qgr_gradients",
+    "GROUPINGS", "PROJECTION_MODES", "QGRGradient", "SCENE_CLASSES", "SCENE_TEMPLATE", "SceneTeacher",
+    "fused_qkv_groups", "parameter_groups", "project_gradients", "projection_coefficients", "qgr_direction",
     "scene_logits", "scene_loss_sum", "scene_prompt_ids", "scene_prompts", "scene_text_features", "two_vjps",
 ]

@@ -32,22 +32,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..modeling.image_processing_iqa import IMAGENET_MEAN, IMAGENET_STD
+from ..modeling.constants import released_preprocessing
 from ..modeling.modeling_grmp_iqa import GRMPIQAModel
 from ..data import minmax_scale
-from ..models import TINY_BACKBONE, load_backbone
-from ..training.common import make_accelerator, reduce_sum, seed_for
+from ..models import load_backbone
+from ..training.common import make_accelerator, seed_for
 from ..training.data import ImageCache
 from ..training.finetune import finetune, resolve_tokenizer
-from .protocol import (
+from ..json_io import to_jsonable, write_json
+from ..scoring import score_rows
+from ..training.gradreg import GROUPINGS, PROJECTION_MODES
+from .arguments import RunArguments, optional_int, parse_arguments
+from ..evaluation.protocol import (
     load_labelled_dataset, protocol_report, protocol_splits, released_splits, select_rows, split_record,
 )
 
@@ -87,51 +91,89 @@ PAPER_MODE_TRAINING = {
     "batch_crops": True, "crop_pool": None, "prompt_dropout": True, "grouping": "fused_qkv",
     "literal_scene_names": True, "eval_before_training": True, "eval_every": 5, "select_metric": "plcc+srcc",
     "lr_decay_rule": "released", "lr_decay_patience": 5, "lr_decay_factor": 0.3, "stop_below_lr": 5e-7,
-    "mixed_precision": "fp16",
+    "mixed_precision": "fp16", "loss_scaling": False,
 }
 
 
-@dataclass
-class FewShotConfig:
-    """Everything a few-shot run depends on (recorded in the report). See `examples/finetune_fewshot.py`."""
+def _help(text: str, **more) -> dict:
+    return {"help": text, **more}
 
-    data_dir: str
-    output_dir: str
-    dataset: str = "imagefolder"
-    backbone: str | None = None
-    model: str | None = None
-    methods: tuple = ("grmp_iqa",)
-    num_images: int | None = 50
-    train_fraction: float | None = None
-    num_splits: int = 10
-    seed: int = 2024
-    epochs: int | None = None  # 100; 2000 with paper_mode (the released maximum)
-    qgr_lambda: float = 5.0
-    projection: str = "qgr"
-    grouping: str = "fused_qkv"
-    prompt_dropout: bool = True
-    top_k_blocks: int = 4
-    learning_rate: float = 1e-3
-    coop_learning_rate: float | None = None
-    weight_decay: float = 1e-4
-    momentum: float = 0.0
-    batch_size: int | None = None
-    micro_batch_size: int | None = None
-    augment: bool = True
-    crop_pool: int | None = 4
-    lr_decay_patience: int | None = None
-    lr_decay_factor: float = 0.3
-    val_images: int = 0
-    selection: str | None = None
-    eval_every: int | None = None  # 10; 5 with paper_mode
-    paper_mode: bool = False
-    mixed_precision: str | None = None  # "fp16" with paper_mode
-    save_model: bool = False
-    checkpointing_steps: int | None = None
-    resume_from_checkpoint: str | None = None
-    cache_trunk: bool = True
-    max_cache_gib: float = 8.0
-    progress: bool = True
+
+@dataclass(kw_only=True)
+class FewShotConfig(RunArguments):
+    """Everything a few-shot run depends on (recorded in the report): the flags of
+    `examples/finetune_fewshot.py` (`--field-name`; the shared ones come from `RunArguments`). Give
+    `--backbone` (fresh prompts) or `--model` (e.g. the output of meta_pretrain.py)."""
+
+    # the protocol
+    data_dir: str = field(metadata=_help("Labelled dataset folder."))
+    dataset: str = field(default="imagefolder", metadata=_help("Dataset format (imagefolder, livec, koniq10k, ...)."))
+    methods: list[str] = field(default_factory=lambda: ["grmp_iqa"], metadata=_help(
+        "What to run; the first one is the report's main method.", choices=list(METHODS), aliases=["--method"]))
+    baselines: bool = field(default=False, metadata=_help(f"Also run every baseline: {', '.join(BASELINES)}."))
+    num_images: int | None = field(default=50, metadata=_help("N-shot training set ('full': the whole pool).",
+                                                               parse=optional_int))
+    train_fraction: float | None = field(default=None, metadata=_help(
+        "Data efficiency: train on this fraction of the 80% pool (instead of --num-images)."))
+    num_splits: int = field(default=10, metadata=_help("Number of splits."))
+    seed: int = field(default=2024, metadata=_help("Seed of the splits and of every random choice of training."))
+    val_images: int = field(default=0, metadata=_help(
+        "Validation images from the training pool (not training images) for model selection."))
+    selection: str | None = field(default=None, metadata=_help(
+        "Model selection: val (with --val-images) or last (the default without).", choices=["last", "val"]))
+    paper_mode: bool = field(default=False, metadata=_help(
+        "Every choice of the released finetune.py: its splits, cv2-style bicubic 244x244 resize, ImageNet "
+        "statistics, per-batch crops, labels min-max scaled within the training images, test scored every 5 epochs "
+        "with best PLCC+SRCC reported (model selection on the test set), test-driven x0.3 lr decay, fp16 autocast; "
+        "each labelled in report.json."))
+    # fine-tuning
+    epochs: int | None = field(default=None, metadata=_help("Epochs (default: 100; 2000 with --paper-mode)."))
+    qgr_lambda: float = field(default=5.0, metadata=_help("QGR strength lambda (0 turns QGR off)."))
+    projection: str = field(default="qgr", metadata=_help(
+        "qgr (GRMP-IQA) or prograd (ProGrad's original rule).", choices=list(PROJECTION_MODES)))
+    grouping: str = field(default="fused_qkv", metadata=_help(
+        "Units of the QGR rule: fused_qkv (OpenAI CLIP's tensors, q/k/v together, as released) or per_tensor "
+        "(each transformers tensor).", choices=list(GROUPINGS), aliases=["--qgr-grouping", "--qgr_grouping"]))
+    prompt_dropout: bool = field(default=True, metadata=_help(
+        "Train mode: the frozen visual prompts' dropout active, as released (--no-prompt-dropout: eval mode)."))
+    top_k_blocks: int = field(default=4, metadata=_help("Top blocks of each tower trained."))
+    learning_rate: float = field(default=1e-3, metadata=_help("SGD learning rate."))
+    coop_learning_rate: float | None = field(default=None, metadata=_help(
+        "Learning rate of the CoOp baseline (default: --learning-rate)."))
+    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay."))
+    momentum: float = field(default=0.0, metadata=_help("SGD momentum."))
+    batch_size: int | None = field(default=None, metadata=_help(
+        "Samples per step ('full', the default: the whole training set).", parse=optional_int))
+    micro_batch_size: int | None = field(default=None, metadata=_help(
+        "Samples per forward pass per process (memory only; same results).", parse=optional_int))
+    augment: bool = field(default=True, metadata=_help("Random crops + flips (--no-augment: centre crops only)."))
+    crop_pool: int | None = field(default=4, metadata=_help(
+        "Random crops cached per image ('fresh': new crops every epoch, no trunk cache).", parse=optional_int))
+    lr_decay_patience: int | None = field(default=None, metadata=_help(
+        "Multiply the lr by --lr-decay-factor after this many epochs without a lower training loss (default: off)."))
+    lr_decay_factor: float = field(default=0.3, metadata=_help("Factor of --lr-decay-patience."))
+    eval_every: int | None = field(default=None, metadata=_help(
+        "Epochs between validation scores (default 10; 5 with --paper-mode)."))
+    cache_trunk: bool = field(default=True, metadata=_help(
+        "Cache the frozen lower blocks' output (--no-cache-trunk recomputes every step: same results, slower)."))
+    max_cache_gib: float = field(default=8.0, metadata=_help("Memory limit of the trunk cache."))
+    save_model: bool = field(default=False, metadata=_help("Save each split's final model (save_pretrained)."))
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.methods = list(self.methods)
+        if self.baselines:
+            self.methods += [m for m in BASELINES if m not in self.methods]
+
+    @classmethod
+    def from_command_line(cls, argv=None, description: str | None = None) -> "FewShotConfig":
+        """Parse the flags (see `protocols.arguments.parse_arguments`) and validate; `--train-fraction`
+        without `--num-images` replaces the default N-shot size."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        flags = {a.split("=")[0].replace("_", "-") for a in argv if a.startswith("--")}
+        if "--train-fraction" in flags and "--num-images" not in flags:
+            argv += ["--num-images", "none"]
+        return parse_arguments(cls, argv, description, validate=lambda config: config.validate())
 
     def resolved_selection(self) -> str:
         if self.paper_mode:
@@ -155,7 +197,8 @@ class FewShotConfig:
             micro_batch_size=self.micro_batch_size, augment=self.augment, crop_pool=self.crop_pool,
             lr_decay_patience=self.lr_decay_patience, lr_decay_factor=self.lr_decay_factor,
             eval_every=self.eval_every or 10, cache_trunk=self.cache_trunk, max_cache_gib=self.max_cache_gib,
-            mixed_precision=self.mixed_precision,
+            mixed_precision=self.mixed_precision, lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_steps, report_to=self.report_to,
         )
         if self.paper_mode:
             options.update(PAPER_MODE_TRAINING)
@@ -187,16 +230,6 @@ class FewShotConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def _tokenizer(backbone: str):
-    if backbone == TINY_BACKBONE:
-        from ..testing import tiny_tokenizer
-
-        return tiny_tokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(backbone)
-
-
 class _ModelFactory:
     """Starting models of each method, all around one backbone CLIP."""
 
@@ -210,9 +243,9 @@ class _ModelFactory:
             self.model_revision = resolve_model_source(config.model).load_revision
             meta = GRMPIQAModel.from_pretrained(config.model, revision=self.model_revision)
             self.clip = meta.clip
-            self.tokenizer = resolve_tokenizer(meta) if config.backbone is None else _tokenizer(config.backbone)
+            self.tokenizer = resolve_tokenizer(meta)  # its backbone's (--backbone and --model exclude each other)
             self.meta_config = meta.config
-            self.backbone_name = meta.config.base_model_name_or_path or config.backbone
+            self.backbone_name = meta.config.base_model_name_or_path
         else:
             self.clip, self.tokenizer = load_backbone(config.backbone, seed=config.seed)
             self.backbone_name = config.backbone
@@ -220,10 +253,7 @@ class _ModelFactory:
 
     def _paper(self, overrides: dict) -> dict:
         if self.config.paper_mode:
-            image_size = self.clip.config.vision_config.image_size
-            overrides.update(image_normalization="imagenet", image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-                             resize_mode="square", resize_size=round(image_size * 244 / 224),
-                             resample="bicubic_no_antialias")
+            overrides.update(released_preprocessing(self.clip.config.vision_config.image_size))
         return overrides
 
     def fresh(self, **overrides) -> GRMPIQAModel:
@@ -266,53 +296,8 @@ class _ModelFactory:
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def score_rows(model, cache: ImageCache, rows, accelerator=None, batch_size: int = 32) -> np.ndarray:
-    """Scores of cache rows `rows` (centre crops) with the model's own forward pass; the rows are shared
-    out over processes and the scores summed back, so every process gets all of them."""
-    rows = [int(r) for r in rows]
-    device = next(model.parameters()).device
-    world = accelerator.num_processes if accelerator is not None else 1
-    rank = accelerator.process_index if accelerator is not None else 0
-    mine = [p for p in range(len(rows)) if p % world == rank]
-    scores = torch.zeros(len(rows), dtype=torch.float64, device=device)
-    model.eval()
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        pixels = cache.batch([rows[p] for p in chunk]).to(device)
-        scores[torch.as_tensor(chunk, device=device)] = model(pixel_values=pixels).scores.double()
-    return reduce_sum(accelerator, [scores])[0].cpu().numpy()
-
-
-# ----------------------------------------------------------------------------------------------
 # The runner
 # ----------------------------------------------------------------------------------------------
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_json(path: Path, payload, is_main: bool) -> None:
-    if is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(_json_safe(payload), indent=1))
-        tmp.replace(path)
 
 
 def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
@@ -342,7 +327,7 @@ def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
     if excluded:
         keep = first_cache.valid_indices
         data = select_rows(data, keep)
-        caches = {k: _SubsetCache(c, keep) for k, c in caches.items()}
+        caches = {k: c.subset(keep) for k, c in caches.items()}
     del probe
 
     if config.paper_mode:
@@ -352,9 +337,9 @@ def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
         splits = protocol_splits(data, num_images=config.num_images, train_fraction=config.train_fraction,
                                  num_splits=config.num_splits, seed=config.seed, val_images=config.val_images)
     base_config = {
-        **_json_safe(dataclasses.asdict(config)),
+        **to_jsonable(dataclasses.asdict(config)),
         "epochs": config.resolved_epochs(),
-        "training_options": _json_safe(config.training_options()),
+        "training_options": to_jsonable(config.training_options()),
         "selection": selection,
         "num_processes": accelerator.num_processes,
         "dataset_name": data.name,
@@ -386,25 +371,27 @@ def run_fewshot(config: FewShotConfig, accelerator=None) -> dict:
         report = protocol_report(records[method], method_selection, method_config, method=method,
                                  paper_mode=config.paper_mode, num_processes=accelerator.num_processes)
         reports[method] = report
-        _write_json(out / method / "report.json", report, is_main)
+        write_json(out / method / "report.json", report, main_process=is_main)
     primary = dict(reports[config.methods[0]])
     primary["comparison"] = {
         m: {"median": r["median"], "mean": r["mean"], "selection": r["selection"]} for m, r in reports.items()
     }
     primary["seconds"] = round(time.perf_counter() - started, 1)
-    _write_json(out / "report.json", primary, is_main)
+    write_json(out / "report.json", primary, main_process=is_main)
     accelerator.wait_for_everyone()
     return primary
 
 
-class _SubsetCache(ImageCache):
-    """An `ImageCache` view keeping only some rows (renumbered 0..n-1), without decoding again."""
+def print_summary(report: dict) -> None:
+    """Print the run's headline (per method: the median SRCC, PLCC and logistic PLCC) as JSON, once."""
+    from accelerate import PartialState
 
-    def __init__(self, cache: ImageCache, rows):  # noqa: D107 - no super().__init__: shares the decoded images
-        self.processor, self.crop_size = cache.processor, cache.crop_size
-        self._mean, self._std = cache._mean, cache._std
-        self.images = [cache.images[r] for r in rows]
-        self.failed = {}
+    if not PartialState().is_main_process:
+        return
+    summary = {m: {k: round(v, 4) if v is not None else None for k, v in r["median"].items()
+                   if k in ("srcc", "plcc", "plcc_logistic")} for m, r in report["comparison"].items()}
+    print(json.dumps({"output_dir": report["config"]["output_dir"], "selection": report["selection"],
+                      "num_processes": report["num_processes"], "median": summary}, indent=1))
 
 
 def _run_split(config, factory, data, split, method, selection, cache_for, accelerator, out) -> dict:
@@ -442,7 +429,7 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
             output_dir=split_dir, checkpointing_steps=config.checkpointing_steps, resume_from_checkpoint=resume,
             eval_sets=eval_sets, select_on=select_on, tokenizer=factory.tokenizer, **options, **training,
         )
-        _write_json(split_dir / "history.json", list(history), accelerator.is_main_process)
+        write_json(split_dir / "history.json", list(history), main_process=accelerator.is_main_process)
         extra.update(
             epochs=config.resolved_epochs(), selected_epoch=history.selected_epoch,
             final_train_loss=history[-1].get("loss") if history else None,
@@ -452,7 +439,7 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
         if selection == "best_test":
             extra["selected_test_srcc_during_training"] = (history.selected_metrics or {}).get("test_srcc")
             extra["selected_test_plcc_during_training"] = (history.selected_metrics or {}).get("test_plcc")
-    test_scores = score_rows(model, cache, split.test, accelerator)
+    test_scores = score_rows(model, cache, split.test, accelerator)["scores"]
     record = split_record(split, data, test_scores, **extra, seconds=round(time.perf_counter() - started, 2))
     if config.save_model and training is not None:
         model.config.training_info = {
@@ -464,9 +451,9 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
         record["model_dir"] = str(split_dir / "model")
     if not all(math.isfinite(record[k]) for k in ("srcc", "plcc")):
         record["warning"] = "non-finite metrics (constant predictions?)"
-    _write_json(record_path, record, accelerator.is_main_process)
+    write_json(record_path, record, main_process=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     return record
 
 
-__all__ = ["BASELINES", "CLIP_IQA_PROMPTS", "FewShotConfig", "METHODS", "run_fewshot", "score_rows"]
+__all__ = ["BASELINES", "CLIP_IQA_PROMPTS", "FewShotConfig", "METHODS", "print_summary", "run_fewshot"]
