@@ -70,3 +70,15 @@ def save_tiny_model(model_class, path, adjust=None):
         model = adjust(model) or model
     model.save_pretrained(path)
     return model, path
+
+
+def text_feature_calls(model, pixel_values):
+    """Score `pixel_values` twice without gradients, counting `compute_text_features` calls: `(calls, first,
+    second)` (the text features are cached at inference, so the second pass adds none)."""
+    calls = []
+    original = model.compute_text_features
+    model.compute_text_features = lambda bank: calls.append(1) or original(bank)
+    with torch.no_grad():
+        first = model(pixel_values).scores
+        second = model(pixel_values).scores
+    return calls, first, second

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoModel
 
-from conftest import save_tiny_model
+from conftest import save_tiny_model, text_feature_calls
 from grmp_iqa_hf import GRMPIQAConfig, GRMPIQAModel
 from grmp_iqa_hf.modeling.modeling_grmp_iqa import quality_loss
 from grmp_iqa_hf.testing import tiny_clip
@@ -257,13 +257,9 @@ def test_quality_loss_rejects_unscaled_labels():
 def test_text_features_cached_at_inference_and_invalidated(tiny, pixel_values):
     clip, tok = tiny
     model = GRMPIQAModel.from_clip(clip, tok, num_visual_prompts=0)
-    calls = []
-    original = model.compute_text_features
-    model.compute_text_features = lambda bank: calls.append(1) or original(bank)
+    calls, first, second = text_feature_calls(model, pixel_values)
+    assert len(calls) == 1 and torch.equal(first, second)
     with torch.no_grad():
-        first = model(pixel_values).scores
-        second = model(pixel_values).scores
-        assert len(calls) == 1 and torch.equal(first, second)
         # an in-place update (what an optimizer does) must invalidate the cache; not a constant
         # shift, which LayerNorm removes
         model.text_context.ctx.add_(torch.randn_like(model.text_context.ctx))

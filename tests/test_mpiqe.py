@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoModel
 
-from conftest import save_tiny_model
+from conftest import save_tiny_model, text_feature_calls
 from grmp_iqa_hf import MPIQEConfig, MPIQEModel
 from grmp_iqa_hf.modeling.configuration_mp_iqe import RECONSTRUCTION_NOTES, render_reconstruction_notes
 from grmp_iqa_hf.models import MODEL_CLASSES, build_model
@@ -296,12 +296,7 @@ def test_reconstruction_notes_name_real_fields(tiny):
 
 
 def test_text_features_cached_at_inference(model, pixel_values):
-    calls = []
-    original = model.compute_text_features
-    model.compute_text_features = lambda bank: calls.append(1) or original(bank)
-    with torch.no_grad():
-        first = model(pixel_values).scores
-        second = model(pixel_values).scores
+    calls, first, second = text_feature_calls(model, pixel_values)
     assert len(calls) == 2 and torch.equal(first, second)  # one per bank, once
 
 

@@ -31,26 +31,24 @@ _KADID_NAME = re.compile(r"^(I\d+)_(\d+)_(\d+)\.\w+$", re.I)
 _TID_NAME = re.compile(r"^i(\d+)_(\d+)_(\d+)\.\w+$", re.I)
 
 
-def _kadid_name_fields(name: str) -> Optional[Dict[str, Any]]:
-    """ref / distortion_id / distortion / level of a KADID-10k file name ``I<ref>_<type>_<level>.png``;
-    None if the name does not follow it (``distortion`` is None for an unknown type)."""
-    m = _KADID_NAME.match(name)
+def _name_fields(pattern, name: str, types: dict, ref) -> Optional[Dict[str, Any]]:
+    """ref / distortion_id / distortion / level of a distorted-image file name `<ref>_<type>_<level>.<ext>`
+    matched by `pattern`; None if the name does not follow it (``distortion`` is None for an unknown type)."""
+    m = pattern.match(name)
     if not m:
         return None
     t = int(m.group(2))
-    return {"ref": m.group(1).upper(), "distortion_id": t, "distortion": KADID10K_DISTORTIONS.get(t),
-            "level": int(m.group(3))}
+    return {"ref": ref(m.group(1)), "distortion_id": t, "distortion": types.get(t), "level": int(m.group(3))}
+
+
+def _kadid_name_fields(name: str) -> Optional[Dict[str, Any]]:
+    """KADID-10k: ``I<ref>_<type>_<level>.png`` (see `_name_fields`)."""
+    return _name_fields(_KADID_NAME, name, KADID10K_DISTORTIONS, str.upper)
 
 
 def _tid_name_fields(name: str) -> Optional[Dict[str, Any]]:
-    """ref / distortion_id / distortion / level of a TID2013 file name ``i<ref>_<type>_<level>.bmp``;
-    None if the name does not follow it (``distortion`` is None for an unknown type)."""
-    m = _TID_NAME.match(name)
-    if not m:
-        return None
-    t = int(m.group(2))
-    return {"ref": f"I{int(m.group(1)):02d}", "distortion_id": t, "distortion": TID2013_DISTORTIONS.get(t),
-            "level": int(m.group(3))}
+    """TID2013: ``i<ref>_<type>_<level>.bmp``, the reference written ``I<two digits>`` (see `_name_fields`)."""
+    return _name_fields(_TID_NAME, name, TID2013_DISTORTIONS, lambda ref: f"I{int(ref):02d}")
 
 
 # --- KonIQ-10k -------------------------------------------------------------------
