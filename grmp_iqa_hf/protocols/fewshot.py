@@ -427,6 +427,7 @@ def _run_split(config, factory, data, split, method, selection, cache_for, accel
             model, cache, train_labels, indices=split.train, epochs=config.resolved_epochs(),
             seed=seed_for(config.seed, split.index), accelerator=accelerator, progress=config.progress,
             output_dir=split_dir, checkpointing_steps=config.checkpointing_steps, resume_from_checkpoint=resume,
+            keep_checkpoints=config.keep_checkpoints or None,  # 0 keeps all
             eval_sets=eval_sets, select_on=select_on, tokenizer=factory.tokenizer, **options, **training,
         )
         write_json(split_dir / "history.json", list(history), main_process=accelerator.is_main_process)
