@@ -27,6 +27,11 @@ MIXED_PRECISION_CHOICES = tuple(MIXED_PRECISION)
 TRACKERS = ("auto", "none", "all", "tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive")
 
 
+def field_help(text: str, **more) -> dict:
+    """Field metadata: the `--help` text plus any other key (`choices`, `aliases`, `parse`, argparse's own)."""
+    return {"help": text, **more}
+
+
 def optional_int(value: str) -> int | None:
     """`int`, or None for "none", "full" or "fresh" (e.g. `--batch-size full`, `--crop-pool fresh`)."""
     return None if value.lower() in ("none", "full", "fresh") else int(value)
@@ -124,4 +129,5 @@ def parse_arguments(dataclass_type, argv=None, description: str | None = None, v
     return args
 
 
-__all__ = ["LR_SCHEDULER_TYPES", "MIXED_PRECISION_CHOICES", "RunArguments", "optional_int", "parse_arguments"]
+__all__ = ["LR_SCHEDULER_TYPES", "MIXED_PRECISION_CHOICES", "RunArguments", "field_help", "optional_int",
+           "parse_arguments"]

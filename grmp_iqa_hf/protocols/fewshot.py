@@ -50,7 +50,7 @@ from ..training.finetune import finetune, resolve_tokenizer
 from ..json_io import to_jsonable, write_json
 from ..scoring import score_rows
 from ..training.gradreg import GROUPINGS, PROJECTION_MODES
-from .arguments import RunArguments, optional_int, parse_arguments
+from .arguments import RunArguments, field_help, optional_int, parse_arguments
 from ..evaluation.protocol import (
     load_labelled_dataset, protocol_report, protocol_splits, released_splits, select_rows, split_record,
 )
@@ -95,10 +95,6 @@ PAPER_MODE_TRAINING = {
 }
 
 
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
-
 @dataclass(kw_only=True)
 class FewShotConfig(RunArguments):
     """Everything a few-shot run depends on (recorded in the report): the flags of
@@ -106,58 +102,58 @@ class FewShotConfig(RunArguments):
     `--backbone` (fresh prompts) or `--model` (e.g. the output of meta_pretrain.py)."""
 
     # the protocol
-    data_dir: str = field(metadata=_help("Labelled dataset folder."))
-    dataset: str = field(default="imagefolder", metadata=_help("Dataset format (imagefolder, livec, koniq10k, ...)."))
-    methods: list[str] = field(default_factory=lambda: ["grmp_iqa"], metadata=_help(
+    data_dir: str = field(metadata=field_help("Labelled dataset folder."))
+    dataset: str = field(default="imagefolder", metadata=field_help("Dataset format (imagefolder, livec, koniq10k, ...)."))
+    methods: list[str] = field(default_factory=lambda: ["grmp_iqa"], metadata=field_help(
         "What to run; the first one is the report's main method.", choices=list(METHODS), aliases=["--method"]))
-    baselines: bool = field(default=False, metadata=_help(f"Also run every baseline: {', '.join(BASELINES)}."))
-    num_images: int | None = field(default=50, metadata=_help("N-shot training set ('full': the whole pool).",
+    baselines: bool = field(default=False, metadata=field_help(f"Also run every baseline: {', '.join(BASELINES)}."))
+    num_images: int | None = field(default=50, metadata=field_help("N-shot training set ('full': the whole pool).",
                                                                parse=optional_int))
-    train_fraction: float | None = field(default=None, metadata=_help(
+    train_fraction: float | None = field(default=None, metadata=field_help(
         "Data efficiency: train on this fraction of the 80% pool (instead of --num-images)."))
-    num_splits: int = field(default=10, metadata=_help("Number of splits."))
-    seed: int = field(default=2024, metadata=_help("Seed of the splits and of every random choice of training."))
-    val_images: int = field(default=0, metadata=_help(
+    num_splits: int = field(default=10, metadata=field_help("Number of splits."))
+    seed: int = field(default=2024, metadata=field_help("Seed of the splits and of every random choice of training."))
+    val_images: int = field(default=0, metadata=field_help(
         "Validation images from the training pool (not training images) for model selection."))
-    selection: str | None = field(default=None, metadata=_help(
+    selection: str | None = field(default=None, metadata=field_help(
         "Model selection: val (with --val-images) or last (the default without).", choices=["last", "val"]))
-    paper_mode: bool = field(default=False, metadata=_help(
+    paper_mode: bool = field(default=False, metadata=field_help(
         "Every choice of the released finetune.py: its splits, cv2-style bicubic 244x244 resize, ImageNet "
         "statistics, per-batch crops, labels min-max scaled within the training images, test scored every 5 epochs "
         "with best PLCC+SRCC reported (model selection on the test set), test-driven x0.3 lr decay, fp16 autocast; "
         "each labelled in report.json."))
     # fine-tuning
-    epochs: int | None = field(default=None, metadata=_help("Epochs (default: 100; 2000 with --paper-mode)."))
-    qgr_lambda: float = field(default=5.0, metadata=_help("QGR strength lambda (0 turns QGR off)."))
-    projection: str = field(default="qgr", metadata=_help(
+    epochs: int | None = field(default=None, metadata=field_help("Epochs (default: 100; 2000 with --paper-mode)."))
+    qgr_lambda: float = field(default=5.0, metadata=field_help("QGR strength lambda (0 turns QGR off)."))
+    projection: str = field(default="qgr", metadata=field_help(
         "qgr (GRMP-IQA) or prograd (ProGrad's original rule).", choices=list(PROJECTION_MODES)))
-    grouping: str = field(default="fused_qkv", metadata=_help(
+    grouping: str = field(default="fused_qkv", metadata=field_help(
         "Units of the QGR rule: fused_qkv (OpenAI CLIP's tensors, q/k/v together, as released) or per_tensor "
         "(each transformers tensor).", choices=list(GROUPINGS), aliases=["--qgr-grouping", "--qgr_grouping"]))
-    prompt_dropout: bool = field(default=True, metadata=_help(
+    prompt_dropout: bool = field(default=True, metadata=field_help(
         "Train mode: the frozen visual prompts' dropout active, as released (--no-prompt-dropout: eval mode)."))
-    top_k_blocks: int = field(default=4, metadata=_help("Top blocks of each tower trained."))
-    learning_rate: float = field(default=1e-3, metadata=_help("SGD learning rate."))
-    coop_learning_rate: float | None = field(default=None, metadata=_help(
+    top_k_blocks: int = field(default=4, metadata=field_help("Top blocks of each tower trained."))
+    learning_rate: float = field(default=1e-3, metadata=field_help("SGD learning rate."))
+    coop_learning_rate: float | None = field(default=None, metadata=field_help(
         "Learning rate of the CoOp baseline (default: --learning-rate)."))
-    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay."))
-    momentum: float = field(default=0.0, metadata=_help("SGD momentum."))
-    batch_size: int | None = field(default=None, metadata=_help(
+    weight_decay: float = field(default=1e-4, metadata=field_help("SGD weight decay."))
+    momentum: float = field(default=0.0, metadata=field_help("SGD momentum."))
+    batch_size: int | None = field(default=None, metadata=field_help(
         "Samples per step ('full', the default: the whole training set).", parse=optional_int))
-    micro_batch_size: int | None = field(default=None, metadata=_help(
+    micro_batch_size: int | None = field(default=None, metadata=field_help(
         "Samples per forward pass per process (memory only; same results).", parse=optional_int))
-    augment: bool = field(default=True, metadata=_help("Random crops + flips (--no-augment: centre crops only)."))
-    crop_pool: int | None = field(default=4, metadata=_help(
+    augment: bool = field(default=True, metadata=field_help("Random crops + flips (--no-augment: centre crops only)."))
+    crop_pool: int | None = field(default=4, metadata=field_help(
         "Random crops cached per image ('fresh': new crops every epoch, no trunk cache).", parse=optional_int))
-    lr_decay_patience: int | None = field(default=None, metadata=_help(
+    lr_decay_patience: int | None = field(default=None, metadata=field_help(
         "Multiply the lr by --lr-decay-factor after this many epochs without a lower training loss (default: off)."))
-    lr_decay_factor: float = field(default=0.3, metadata=_help("Factor of --lr-decay-patience."))
-    eval_every: int | None = field(default=None, metadata=_help(
+    lr_decay_factor: float = field(default=0.3, metadata=field_help("Factor of --lr-decay-patience."))
+    eval_every: int | None = field(default=None, metadata=field_help(
         "Epochs between validation scores (default 10; 5 with --paper-mode)."))
-    cache_trunk: bool = field(default=True, metadata=_help(
+    cache_trunk: bool = field(default=True, metadata=field_help(
         "Cache the frozen lower blocks' output (--no-cache-trunk recomputes every step: same results, slower)."))
-    max_cache_gib: float = field(default=8.0, metadata=_help("Memory limit of the trunk cache."))
-    save_model: bool = field(default=False, metadata=_help("Save each split's final model (save_pretrained)."))
+    max_cache_gib: float = field(default=8.0, metadata=field_help("Memory limit of the trunk cache."))
+    save_model: bool = field(default=False, metadata=field_help("Save each split's final model (save_pretrained)."))
 
     def __post_init__(self):
         super().__post_init__()

@@ -18,12 +18,8 @@ from ..scoring import score_rows
 from ..modeling.image_processing_iqa import IMAGENET_MEAN, IMAGENET_STD, IQAImageProcessor
 from ..training.common import make_accelerator
 from ..training.data import ImageCache
-from .arguments import RunArguments
+from .arguments import RunArguments, field_help
 from ..training.meta import ALGORITHMS, SELECTIONS, OfficialCaches, build_tasks, meta_pretrain, split_holdout
-
-def _help(text: str, **more) -> dict:
-    return {"help": text, **more}
-
 
 @dataclass(kw_only=True)
 class MetaPretrainArguments(RunArguments):
@@ -32,54 +28,54 @@ class MetaPretrainArguments(RunArguments):
     by `resolved()` (the released values for `official`)."""
 
     # the tasks
-    pristine_dir: str | None = field(default=None, metadata=_help(
+    pristine_dir: str | None = field(default=None, metadata=field_help(
         "Folder of pristine photos for the synthetic engine (default: scikit-image's photos)."))
-    data_dir: list[str] = field(default_factory=list, metadata=_help(
+    data_dir: list[str] = field(default_factory=list, metadata=field_help(
         "Labelled dataset(s) with a distortion column (repeat the flag or list several).", action="extend"))
-    dataset: list[str] = field(default_factory=list, metadata=_help(
+    dataset: list[str] = field(default_factory=list, metadata=field_help(
         "Format of each --data-dir (kadid10k, tid2013, imagefolder, ...).", action="extend"))
-    distortions: list[str] | None = field(default=None, metadata=_help(
+    distortions: list[str] | None = field(default=None, metadata=field_help(
         "Synthetic engine: the distortion types to use (default: all 25)."))
-    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata=_help("Synthetic engine: levels."))
-    pristine_size: int = field(default=256, metadata=_help("Shorter side of the pristine photos."))
-    holdout: list[str] | None = field(default=None, metadata=_help(
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata=field_help("Synthetic engine: levels."))
+    pristine_size: int = field(default=256, metadata=field_help("Shorter side of the pristine photos."))
+    holdout: list[str] | None = field(default=None, metadata=field_help(
         "Distortion types held out for model selection: a count or names (default: 3; 0 for official, which "
         "trains on all)."))
-    support_size: int = field(default=16, metadata=_help("Support images per task visit."))
-    query_size: int = field(default=8, metadata=_help("Query images per task visit."))
-    support_batch_size: int = field(default=75, metadata=_help(
+    support_size: int = field(default=16, metadata=field_help("Support images per task visit."))
+    query_size: int = field(default=8, metadata=field_help("Query images per task visit."))
+    support_batch_size: int = field(default=75, metadata=field_help(
         "official: support batch (the whole 80% part is used, in batches; the released 75)."))
-    query_batch_size: int = field(default=50, metadata=_help("official: query batch (the released 50)."))
-    augment: bool = field(default=True, metadata=_help("Random crops + flips (--no-augment: centre crops)."))
+    query_batch_size: int = field(default=50, metadata=field_help("official: query batch (the released 50)."))
+    augment: bool = field(default=True, metadata=field_help("Random crops + flips (--no-augment: centre crops)."))
     # the meta-learning
-    algorithm: str = field(default="reptile", metadata=_help("Meta-learning algorithm.", choices=list(ALGORITHMS)))
-    max_steps: int | None = field(default=None, metadata=_help(
+    algorithm: str = field(default="reptile", metadata=field_help("Meta-learning algorithm.", choices=list(ALGORITHMS)))
+    max_steps: int | None = field(default=None, metadata=field_help(
         "Meta steps (0 saves the initial model; default 200; official: --epochs x the number of data sources)."))
-    epochs: int = field(default=50, metadata=_help(
+    epochs: int = field(default=50, metadata=field_help(
         "official: epochs, one outer update per data source each (the released 50)."))
-    tasks_per_step: int = field(default=4, metadata=_help("Tasks per meta step."))
-    inner_lr: float | None = field(default=None, metadata=_help(
+    tasks_per_step: int = field(default=4, metadata=field_help("Tasks per meta step."))
+    inner_lr: float | None = field(default=None, metadata=field_help(
         "Inner learning rate (default 1e-2 SGD; official: Adam 1e-4, the released value)."))
-    inner_steps: int = field(default=3, metadata=_help("Inner adaptation steps."))
-    outer_lr: float | None = field(default=None, metadata=_help(
+    inner_steps: int = field(default=3, metadata=field_help("Inner adaptation steps."))
+    outer_lr: float | None = field(default=None, metadata=field_help(
         "Outer learning rate (default: 1.0 reptile, 0.01 official, 1e-3 (Adam) maml/fomaml)."))
-    outer_optimizer: str | None = field(default=None, metadata=_help(
+    outer_optimizer: str | None = field(default=None, metadata=field_help(
         "Outer optimizer (default: sgd for reptile/official, adam otherwise).", choices=["sgd", "adam"]))
-    eval_steps: int | None = field(default=None, metadata=_help(
+    eval_steps: int | None = field(default=None, metadata=field_help(
         "Evaluate every N steps (default 50; official: once per epoch)."))
-    eval_adapt_steps: int = field(default=5, metadata=_help("Adaptation steps when evaluating."))
-    eval_visits: int = field(default=2, metadata=_help("Visits of each held-out task when evaluating."))
-    selection: str | None = field(default=None, metadata=_help(
+    eval_adapt_steps: int = field(default=5, metadata=field_help("Adaptation steps when evaluating."))
+    eval_visits: int = field(default=2, metadata=field_help("Visits of each held-out task when evaluating."))
+    selection: str | None = field(default=None, metadata=field_help(
         "heldout (default), last (official's default) or dataset (the released choice: best SRCC on "
         "--selection-data-dir; leaks when that dataset is a fine-tuning target).", choices=list(SELECTIONS)))
-    selection_data_dir: str | None = field(default=None, metadata=_help(
+    selection_data_dir: str | None = field(default=None, metadata=field_help(
         "Labelled dataset for --selection dataset (released: LIVEC)."))
-    selection_dataset: str = field(default="imagefolder", metadata=_help("Format of --selection-data-dir."))
+    selection_dataset: str = field(default="imagefolder", metadata=field_help("Format of --selection-data-dir."))
     # fresh models
-    num_visual_prompts: int | None = field(default=None, metadata=_help(
+    num_visual_prompts: int | None = field(default=None, metadata=field_help(
         "Fresh models: visual prompt tokens (config default 100)."))
-    n_ctx: int | None = field(default=None, metadata=_help("Fresh models: text context length."))
-    ctx_init: str | None = field(default=None, metadata=_help("Fresh models: initialise the context from this phrase."))
+    n_ctx: int | None = field(default=None, metadata=field_help("Fresh models: text context length."))
+    ctx_init: str | None = field(default=None, metadata=field_help("Fresh models: initialise the context from this phrase."))
 
     def resolved(self) -> "MetaPretrainArguments":
         """Fill the algorithm-dependent defaults (the released values for `official`)."""
