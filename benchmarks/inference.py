@@ -9,7 +9,12 @@ At ViT-B/16 size (random weights: the cost does not depend on their values), on 
   others every row but the prompts, which the next block replaces;
 - `grmp_vpt100_all_queries`: the same model computing every row of every block (before that change);
 - `mp_iqe`: MP-IQE with its default config (100 deep visual prompts, 9 + 11 cached prompt features as
-  queries of a 2-layer multimodal encoder over the 196 patch tokens, then the quality head).
+  queries of a 2-layer multimodal encoder over the 196 patch tokens, then the quality head);
+- `grmp_vpt100_bf16`: `grmp_vpt100` under `torch.autocast(dtype=torch.bfloat16)` (what `predict(dtype=
+  torch.bfloat16)` does with fp32 weights); `bf16_vs_fp32` is its throughput relative to `grmp_vpt100`
+  (CPUs without bf16 units can be slower in bf16);
+- `predict_crops`: `model.predict` end to end (decoding, resizing, cropping, the forward pass) on `--batch-size`
+  photo-sized images with `crops=5` against `crops=1`: `five_crops_cost` is the time ratio (about 5 expected).
 
 Timings are interleaved (one batch of each model per round) and the median per model is reported, so
 machine noise hits all of them alike. Ratios are throughput relative to `clip_image_features`.
@@ -84,7 +89,32 @@ def candidates(clip, tokenizer, device) -> dict:
         "grmp_vpt100": lambda px: vpt(pixel_values=px).scores,
         "grmp_vpt100_all_queries": lambda px: vpt_full(pixel_values=px).scores,
         "mp_iqe": lambda px: mp_iqe(pixel_values=px).scores,
+        "grmp_vpt100_bf16": lambda px: _autocast_bf16(vpt, px, device),
     }
+
+
+def _autocast_bf16(model, pixel_values, device):
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+        return model(pixel_values=pixel_values).scores
+
+
+def crops_cost(clip, tokenizer, device, batch_size: int, rounds: int) -> dict:
+    """Median seconds of `predict(images, crops=1)` and `crops=5` (interleaved), and their ratio."""
+    import numpy as np
+
+    model = GRMPIQAModel.from_clip(clip, tokenizer, num_visual_prompts=100).to(device).eval()
+    rng = np.random.default_rng(0)
+    side = clip.config.vision_config.image_size
+    images = [rng.integers(0, 256, (side * 2, side * 3, 3), dtype=np.uint8) for _ in range(batch_size)]
+    times = {1: [], 5: []}
+    model.predict(images[:1])  # warm-up
+    for _ in range(rounds):
+        for crops in times:
+            times[crops].append(timed(lambda: model.predict(images, batch_size=batch_size * crops, crops=crops),
+                                      device))
+    median = {crops: statistics.median(t) for crops, t in times.items()}
+    return {"seconds_crops_1": round(median[1], 4), "seconds_crops_5": round(median[5], 4),
+            "five_crops_cost": round(median[5] / median[1], 3)}
 
 
 def main(argv=None):
@@ -122,6 +152,8 @@ def main(argv=None):
         "seconds_per_batch": {k: round(v, 4) for k, v in median.items()},
         "images_per_second": {k: round(args.batch_size / v, 3) for k, v in median.items()},
         "throughput_ratio_vs_clip": {k: round(base / v, 3) for k, v in median.items() if k != "clip_image_features"},
+        "bf16_vs_fp32": round(median["grmp_vpt100"] / median["grmp_vpt100_bf16"], 3),
+        "predict_crops": crops_cost(clip, tokenizer, args.device, args.batch_size, args.rounds),
     }
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return result

@@ -41,16 +41,19 @@ def build_model(backbone: str = TINY_BACKBONE, method: str = "grmp_iqa", seed: i
 
 
 def load_model(name_or_path: str, device=None, revision: str | None = None, trust_remote_code: bool = False,
-               source: ModelSource | None = None):
+               source: ModelSource | None = None, dtype=None):
     """Load a saved model (local directory or Hub id) in eval mode. Only safetensors weights are read;
     remote code runs only with `trust_remote_code=True` (the package's own classes need none).
 
     `source` is the result of `resolve_model_source(name_or_path, revision)` when the caller has checked
-    the name already; it is recorded on the model for `provenance.collect(model)`."""
+    the name already; it is recorded on the model for `provenance.collect(model)`. `dtype` (a torch dtype or its
+    name, e.g. "bfloat16") loads the weights in that precision (default: float32)."""
     if source is None:
         source = resolve_model_source(name_or_path, revision)
+    from .modeling.prediction import resolve_dtype
+
     model = AutoModel.from_pretrained(name_or_path, revision=source.load_revision or revision,
-                                      trust_remote_code=trust_remote_code)
+                                      trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype) or torch.float32)
     if device is not None:
         model = model.to(device)
     return attach_source(model.eval(), source)

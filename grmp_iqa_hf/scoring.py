@@ -1,12 +1,15 @@
 """Score many image files robustly: every input gets a row, a broken file never stops the rest.
 
 `model.predict` is the strict API (a bad input raises); this module is what `grmp-iqa score` and
-`grmp-iqa evaluate` use over folders: images are decoded in a small thread pool while the model runs,
-and each file that cannot be read is reported with its reason.
+`grmp-iqa evaluate` use over folders: images are decoded by DataLoader workers while the model runs, and each
+file that cannot be read is reported with its reason.
 
 Output files (`write_rows`): JSON (strict: NaN as null) is an object `{"provenance": {...}, "predictions":
 [{"path", "score", "error"}, ...]}`; CSV is a plain table (`path,score,error`, readable by `pandas.read_csv`
-and `csv` as is) with its provenance in the sidecar file `<output>.json` (e.g. `scores.csv.json`).
+and `csv` as is) with its provenance in the sidecar file `<output>.json` (e.g. `scores.csv.json`); Parquet
+has the same columns (`score` float64, null when unreadable; `error` "" when scored) and its provenance as
+JSON in the schema metadata under the key `grmp_iqa` (`pyarrow.parquet.read_schema(f).metadata[b"grmp_iqa"]`).
+Rows of a Hub dataset (`score_stream`) are named by `row` (and the dataset's id column) instead of `path`.
 
 `score_rows` scores rows of an `ImageCache` shared out over processes (the protocol runners' evaluation).
 Both go through `modeling.prediction.batched_outputs`, the one batch-scoring loop (`model.predict` too).
@@ -18,8 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .json_io import write_json
@@ -55,45 +57,101 @@ def find_images(paths) -> list[str]:
     return found
 
 
-def _load_and_preprocess(processor, path: str):
+def _load_and_preprocess(processor, item, load=None, crops: int = 1):
     from .modeling.image_processing_iqa import ImageLoadError, load_image
 
     try:
-        return processor(load_image(path), return_tensors="pt")["pixel_values"][0], ""
+        image = load_image(item) if load is None else load(item)
+        return processor(image, return_tensors="pt", crops=crops)["pixel_values"], ""
     except ImageLoadError as err:
         return None, err.reason
     except Exception as err:  # noqa: BLE001 - one odd file must not stop a folder; report what happened
         return None, f"{type(err).__name__}: {err}"
 
 
-def score_files(model, files, batch_size: int = 32, device=None, num_workers: int = 2, progress: bool = True):
-    """Score `files` with `model` (any model of this package). Returns one `ScoreRow` per file, in order."""
+class _Decoded:
+    """The items as a map-style dataset for `torch.utils.data.DataLoader`: item i -> (pixel values (crops, 3, S, S)
+    or None, error). Picklable as long as `load` is (a module-level function), for workers that are spawned."""
+
+    def __init__(self, items, processor, load, crops: int):
+        self.items, self.processor, self.load, self.crops = items, processor, load, crops
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return _load_and_preprocess(self.processor, self.items[index], self.load, self.crops)
+
+
+def _as_list(batch):
+    return batch  # (pixels or None, error) pairs: unreadable items must survive collation
+
+
+def score_files(model, files, batch_size: int = 32, device=None, num_workers: int = 2, progress: bool = True,
+                load=None, names=None, crops: int = 1, dtype=None):
+    """Score `files` with `model` (any model of this package). Returns one `ScoreRow` per file, in order.
+
+    Images are decoded by a `torch.utils.data.DataLoader` with `num_workers` worker processes (0: in this
+    process), which work ahead of the model, so decoding overlaps the forward pass. `load(item)` turns an item
+    into an image for the processor (default `load_image`: items are paths), raising `ImageLoadError` for an
+    unreadable one; it must be picklable (a module-level function) with workers. `names` are the rows' `path`s
+    (default `str(item)`). `crops` and `dtype` as in `model.predict` (the mean over `crops` deterministic
+    crops; the forward pass in `dtype`)."""
     import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .modeling.prediction import batched_outputs
+    from .modeling.prediction import batched_outputs, precision
 
-    processor = model.image_processor
+    files = list(files)
+    if not files:
+        return []
+    loader = DataLoader(_Decoded(files, model.image_processor, load, crops), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_as_list,
+                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    batches = iter(loader)
     loaded: list[tuple] = []  # (pixels or None, error) per file, in order
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
 
-        def submit(start: int) -> list:
-            return [pool.submit(_load_and_preprocess, processor, f) for f in files[start : start + batch_size]]
+    def load_batch(chunk):
+        batch = next(batches)  # the DataLoader's batches are batched_outputs' chunks: same size, same order
+        loaded.extend(batch)
+        good = [pixels for pixels, _ in batch if pixels is not None]
+        return torch.cat(good) if good else None  # unreadable files are left out, and get no score
 
-        pending = submit(0)
-
-        def load_batch(chunk):
-            nonlocal pending
-            loaded.extend(job.result() for job in pending)
-            pending = submit(len(loaded))  # decode the next chunk while the model runs on this one
-            good = [pixels for pixels, _ in loaded[len(loaded) - len(chunk) :] if pixels is not None]
-            return torch.stack(good) if good else None  # unreadable files are left out, and get no score
-
+    run_device = torch.device(device) if device is not None else next(model.parameters()).device
+    with precision(model, run_device, dtype):
         scores = batched_outputs(model, load_batch, files, batch_size, device, progress=progress,
-                                 tqdm_class=tqdm)["scores"].float().cpu().tolist()
-    scores = iter(scores)
-    return [ScoreRow(path=path, score=None if pixels is None else next(scores), error=error)
-            for path, (pixels, error) in zip(files, loaded)]
+                                 tqdm_class=tqdm)["scores"].float()
+    scores = iter(scores.view(-1, crops).mean(dim=1).cpu().tolist())
+    names = [str(f) for f in files] if names is None else list(names)
+    return [ScoreRow(path=name, score=None if pixels is None else next(scores), error=error)
+            for name, (pixels, error) in zip(names, loaded)]
+
+
+def score_stream(model, items, load, batch_size: int = 32, device=None, num_workers: int = 2, progress: bool = True,
+                 total: int | None = None, chunk_batches: int = 8, crops: int = 1, dtype=None):
+    """Score an iterable of `(name, item)` (e.g. the rows of a streamed dataset) without holding it all: chunks
+    of `chunk_batches * batch_size` items go through `score_files` (so the batches are the ones `score_files`
+    would make over the whole list). Yields `(ScoreRow, item)` in order."""
+    from tqdm.auto import tqdm
+
+    chunk: list = []
+    with tqdm(total=total, desc="Scoring", unit="img", disable=not progress) as bar:
+
+        def flush():
+            rows = score_files(model, [item for _, item in chunk], batch_size=batch_size, device=device,
+                               num_workers=num_workers, progress=False, load=load, names=[n for n, _ in chunk],
+                               crops=crops, dtype=dtype)
+            bar.update(len(rows))
+            return list(zip(rows, [item for _, item in chunk]))
+
+        for name, item in items:
+            chunk.append((name, item))
+            if len(chunk) == chunk_batches * batch_size:
+                yield from flush()
+                chunk = []
+        if chunk:
+            yield from flush()
 
 
 def score_rows(model, cache, rows, accelerator=None, batch_size: int = 32, fields=("scores",)) -> dict:
@@ -132,21 +190,49 @@ def sidecar_path(output) -> Path:
     return Path(f"{output}.json")
 
 
+OUTPUT_SUFFIXES = (".csv", ".json", ".parquet")
+PARQUET_METADATA_KEY = b"grmp_iqa"
+
+
+def _write_parquet(records: list[dict], columns: list[str], output: str, provenance: dict | None) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"score": pa.float64(), "error": pa.string(), "row": pa.int64()}
+    table = pa.table({c: pa.array([r[c] for r in records], type=types.get(c)) for c in columns})
+    if provenance is not None:
+        metadata = {PARQUET_METADATA_KEY: json.dumps({"provenance": provenance}, default=str).encode()}
+        table = table.replace_schema_metadata(metadata)
+    partial = f"{output}.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, output)  # no half-written file under the final name
+
+
 def write_rows(rows: list[ScoreRow], output: str, extra_columns: dict[str, list] | None = None,
-               provenance: dict | None = None) -> None:
-    """Write rows as CSV (`.csv`) or JSON (`.json`), with optional extra columns (name -> one value per
-    row, e.g. the MOS) and the `provenance` record (see the module docstring for where it goes)."""
+               provenance: dict | None = None, key_columns: dict[str, list] | None = None) -> None:
+    """Write rows as CSV (`.csv`), JSON (`.json`) or Parquet (`.parquet`), with optional extra columns (name ->
+    one value per row, e.g. the MOS) and the `provenance` record (see the module docstring for where it
+    goes). `key_columns` (name -> one value per row, e.g. a Hub dataset's `row` and `file_name`) replace
+    `path` as the columns naming each row."""
     suffix = Path(output).suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise ValueError(f"output must end in .csv or .json, got {output!r}")
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output must end in {', '.join(OUTPUT_SUFFIXES)}, got {output!r}")
     extra_columns = extra_columns or {}
-    records = [dict(asdict(row), **{k: v[i] for k, v in extra_columns.items()}) for i, row in enumerate(rows)]
+    keys = key_columns or {"path": [row.path for row in rows]}
+    columns = [*keys, "score", "error", *extra_columns]
+    records = [{**{k: v[i] for k, v in keys.items()}, "score": row.score, "error": row.error,
+                **{k: v[i] for k, v in extra_columns.items()}} for i, row in enumerate(rows)]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
         write_json(output, {"provenance": provenance, "predictions": records})
         return
+    if suffix == ".parquet":
+        _write_parquet(records, columns, output, provenance)
+        return
     with open(output, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["path", "score", "error", *extra_columns])
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for record in records:
             record["score"] = "" if record["score"] is None else f"{record['score']:.6f}"

@@ -7,6 +7,8 @@ transformers and the standard library.
 
 from __future__ import annotations
 
+import sys
+
 from transformers import CLIPConfig, PreTrainedConfig
 
 from .constants import NORMALIZATIONS, RESIZE_MODES, resize_size_for
@@ -65,6 +67,7 @@ class PromptedCLIPConfig(PreTrainedConfig):
         # A saved config that predates the released-architecture fields keeps its old behaviour.
         if config_dict.get("model_type") and not any(key in config_dict for key in PRE_FIDELITY_DEFAULTS):
             config_dict = {**PRE_FIDELITY_DEFAULTS, **config_dict}
+        config_dict = without_locally_registered_pipelines(config_dict)
         return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
@@ -120,6 +123,20 @@ class PromptedCLIPConfig(PreTrainedConfig):
             return 0
         return self.visual_prompt_depth or self.clip_config.vision_config.num_hidden_layers
 
+    def preprocessing_changes(self, processor) -> dict:
+        """The preprocessing fields of this config that the `IQAImageProcessor` `processor` sets otherwise, as
+        `{field: processor's value}` (empty when they agree). A processor without normalisation is mean 0, std 1."""
+        mean, std = (processor.image_mean, processor.image_std) if processor.do_normalize else ([0.0] * 3, [1.0] * 3)
+        wanted = {"resize_size": processor.resize_size, "resize_mode": processor.resize_mode,
+                  "resample": processor.resample, "image_mean": [float(v) for v in mean],
+                  "image_std": [float(v) for v in std]}
+        changes = {k: v for k, v in wanted.items() if getattr(self, k) != v}
+        if "image_mean" in changes or "image_std" in changes:  # the name follows the statistics
+            named = [name for name, (m, s) in NORMALIZATIONS.items()
+                     if list(m) == wanted["image_mean"] and list(s) == wanted["image_std"]]
+            changes["image_normalization"] = named[0] if named else "custom"
+        return changes
+
     def image_processor_kwargs(self) -> dict:
         """Arguments of `IQAImageProcessor` for this model."""
         return {
@@ -130,6 +147,28 @@ class PromptedCLIPConfig(PreTrainedConfig):
             "image_mean": list(self.image_mean),
             "image_std": list(self.image_std),
         }
+
+
+def without_locally_registered_pipelines(config_dict: dict) -> dict:
+    """`config_dict` without the `custom_pipelines` entries whose task is registered locally with the same class.
+
+    `transformers.pipeline(task, model=...)` insists on `trust_remote_code=True` for any task the config lists
+    in `custom_pipelines`, even one registered locally. Where the installed package has registered its pipeline
+    (`grmp_iqa_hf`), that entry is dropped, so the local class serves the task without remote code; elsewhere
+    the entry stays and the copy next to the weights is used. Imports nothing: an unimported
+    `transformers.pipelines` has nothing registered."""
+    custom = config_dict.get("custom_pipelines")
+    registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    if not isinstance(custom, dict) or not custom or registry is None:
+        return config_dict
+
+    def registered_here(task, entry) -> bool:
+        impl = registry.supported_tasks.get(task, {}).get("impl")
+        return isinstance(impl, type) and isinstance(entry, dict) and entry.get("impl") == (
+            f"{impl.__module__.rpartition('.')[2]}.{impl.__name__}")  # the "module.Class" of save_pretrained
+
+    kept = {task: entry for task, entry in custom.items() if not registered_here(task, entry)}
+    return config_dict if len(kept) == len(custom) else {**config_dict, "custom_pipelines": kept}
 
 
 __all__ = ["PRE_FIDELITY_DEFAULTS", "PromptedCLIPConfig", "VISUAL_PROMPT_POSITIONS"]

@@ -11,6 +11,11 @@ Image loading (``load_image``, ``ImageLoadError``) lives in ``image_loading.py``
     load to RGB -> resize -> crop ``crop_size`` x ``crop_size`` -> optional horizontal flip ->
     ``uint8 / 255`` -> ``(x - mean) / std`` -> channel-first ``float32``.
 
+    Saved in transformers' standard schema (``size``, ``crop_size`` dicts). Next to a model it is the one
+    source of truth for preprocessing: the model's ``from_pretrained`` reads it (``saved_image_processor``)
+    and it wins over the copy of these settings in ``config.json``; a crop that does not fit the backbone is
+    refused by both (``crop_mismatch_message``).
+
     * Default: **square** resize to 244 x 244 (aspect ratio ignored) then a 224 x 224 centre crop.
       This follows the released GRMP-IQA code (torchvision ``Resize((244, 244))`` followed by a
       224 crop; offsets and rounding here match torchvision's ``CenterCrop`` / ``RandomCrop``).
@@ -34,6 +39,7 @@ Image loading (``load_image``, ``ImageLoadError``) lives in ``image_loading.py``
     ``from_pretrained(path, resize_mode=...)`` overrides work.
 """
 
+import json
 import math
 import os
 from typing import Any, TypedDict
@@ -41,11 +47,11 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
-from transformers.utils import logging
+from transformers.utils import IMAGE_PROCESSOR_NAME, cached_file, logging
 
-from .constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
-from .image_loading import ImageLoadError, _kind, load_image
+from .constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, resize_size_for
 from .constants import RESIZE_MODES as _RESIZE_MODES
+from .image_loading import ImageLoadError, _kind, load_image
 
 try:
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -65,6 +71,8 @@ __all__ = [
     "ImageLoadError",
     "load_image",
     "IQAImageProcessor",
+    "crop_mismatch_message",
+    "saved_image_processor",
 ]
 
 _RESAMPLE_NAMES = ("nearest", "bilinear", "bicubic", "lanczos", "bicubic_no_antialias")
@@ -77,6 +85,8 @@ _CROP_MODES = ("center", "random")
 _RETURN_TENSORS = ("pt", "np")
 # Keys that transformers itself writes into / passes through preprocessor_config.json.
 _SERVICE_KEYS = ("auto_map", "processor_class", "image_processor_type", "feature_extractor_type")
+# Arguments of `from_pretrained` that locate files.
+_HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,9 +95,12 @@ _SERVICE_KEYS = ("auto_map", "processor_class", "image_processor_type", "feature
 
 
 class IQAImageProcessorKwargs(TypedDict, total=False):
-    """Settings of :class:`IQAImageProcessor` (the keys of ``preprocessor_config.json``)."""
+    """Settings of :class:`IQAImageProcessor`: the keys of ``preprocessor_config.json`` (``size``, ``crop_size``,
+    ``resample``, ``image_mean``, ``image_std``, ``do_normalize``) and the older keys it still reads
+    (``resize_size``, ``resize_mode``, an integer ``crop_size``), which also serve as overrides."""
 
-    crop_size: int
+    size: dict
+    crop_size: int | dict
     resize_size: int
     resize_mode: str
     resample: str
@@ -112,6 +125,34 @@ def _check_stats(value: Any, name: str, positive: bool) -> list[float]:
     if positive and any(v <= 0 for v in values):
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return values
+
+
+def _square_side(value: Any, name: str) -> int:
+    """The side of a square given as an integer or as the standard `{"height": n, "width": n}`."""
+    if isinstance(value, dict):
+        if set(value) != {"height", "width"} or value["height"] != value["width"]:
+            raise ValueError(f'{name} must be square, {{"height": n, "width": n}}, got {value!r}')
+        value = value["height"]
+    return _check_positive_int(value, name)
+
+
+def _resize_from_size(size: Any) -> tuple[str, int]:
+    """(resize mode, length) of a standard `size` dict."""
+    if isinstance(size, dict) and set(size) == {"shortest_edge"}:
+        return "shorter_side", _check_positive_int(size["shortest_edge"], "size['shortest_edge']")
+    if isinstance(size, dict) and set(size) == {"height", "width"}:
+        return "square", _square_side(size, "size")
+    raise ValueError(f'size must be {{"height": n, "width": n}} (square resize) or {{"shortest_edge": n}} '
+                     f"(shorter side to n, aspect ratio kept), got {size!r}")
+
+
+def crop_mismatch_message(crop_side: int, image_size: int) -> str:
+    """Why a saved preprocessing cannot serve a model: its crop is not the size the vision tower takes. The model
+    (`from_pretrained`) and the processor (`IQAImageProcessor.from_pretrained` next to a model) both refuse with it."""
+    return (f"preprocessor_config.json: crop_size {crop_side}x{crop_side} does not fit this model, whose vision tower "
+            f"takes {image_size}x{image_size} images (config.json, vision_config.image_size). preprocessor_config.json "
+            f"decides the preprocessing (resize, resample, normalisation), but the crop is fixed by the backbone: set "
+            f'crop_size back to {{"height": {image_size}, "width": {image_size}}}')
 
 
 def _torch_resize(image: "Image.Image", size: tuple[int, int], mode: str) -> "Image.Image":
@@ -141,12 +182,18 @@ def _resample_name(value: Any) -> str:
 class IQAImageProcessor(BaseImageProcessor):
     r"""Image processor for CLIP-based IQA models (GRMP-IQA defaults).
 
+    Saved as the standard schema: `size` (`{"height": n, "width": n}`: square resize, or `{"shortest_edge": n}`)
+    and `crop_size` (`{"height": s, "width": s}`). Files written before read unchanged (`crop_size` as an integer,
+    `resize_size`, `resize_mode`).
+
     Args:
-        crop_size (`int`, defaults to 224): side of the square crop fed to the model.
-        resize_size (`int`, defaults to 244): target of the resize before cropping.
-        resize_mode (`str`, defaults to `"square"`): `"square"` resizes to
-            `resize_size` x `resize_size` ignoring the aspect ratio (official GRMP-IQA code);
-            `"shorter_side"` scales the shorter side to `resize_size`, keeping the aspect ratio.
+        size (`dict`, *optional*): the resize before cropping, as above. Default: square, `resize_size`.
+        crop_size (`int` or `dict`, defaults to 224): the square crop fed to the model.
+        resize_size (`int`, *optional*): the resize length; overrides the one in `size` (default: 244/224 of the
+            crop, as the released GRMP-IQA code).
+        resize_mode (`str`, *optional*): `"square"` resizes to `resize_size` x `resize_size` ignoring the aspect
+            ratio (official GRMP-IQA code); `"shorter_side"` scales the shorter side to `resize_size`, keeping the
+            aspect ratio. Overrides the mode of `size`, so `from_pretrained(dir, resize_mode=...)` works.
         resample (`str`, defaults to `"bilinear"`): `"nearest"`, `"bilinear"`, `"bicubic"` or
             `"lanczos"` (Pillow filters, antialiased when downscaling), or `"bicubic_no_antialias"` (the
             released GRMP-IQA code's `cv2.resize(..., INTER_CUBIC)`, computed with torch).
@@ -160,9 +207,10 @@ class IQAImageProcessor(BaseImageProcessor):
 
     def __init__(
         self,
-        crop_size: int = 224,
-        resize_size: int = 244,
-        resize_mode: str = "square",
+        size: dict | None = None,
+        crop_size: int | dict = 224,
+        resize_size: int | None = None,
+        resize_mode: str | None = None,
         resample: str = "bilinear",
         image_mean: list[float] | tuple[float, ...] | None = None,
         image_std: list[float] | tuple[float, ...] | None = None,
@@ -176,17 +224,38 @@ class IQAImageProcessor(BaseImageProcessor):
             logger.warning(f"IQAImageProcessor: ignoring unknown settings {unknown} (kept as attributes)")
         super().__init__(**kwargs)  # sets remaining keys (e.g. `auto_map`) as attributes
 
-        self.crop_size = _check_positive_int(crop_size, "crop_size")
-        self.resize_size = _check_positive_int(resize_size, "resize_size")
-        if resize_mode not in _RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
-        self.resize_mode = resize_mode
+        crop_side = _square_side(crop_size, "crop_size")
+        mode, length = _resize_from_size(size) if size is not None else ("square", resize_size_for(crop_side))
+        if resize_mode is not None:
+            if resize_mode not in _RESIZE_MODES:
+                raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
+            mode = resize_mode
+        if resize_size is not None:
+            length = _check_positive_int(resize_size, "resize_size")
+        # the two settings transformers' processors share, in their standard form (what to_dict saves)
+        self.size = {"shortest_edge": length} if mode == "shorter_side" else {"height": length, "width": length}
+        self.crop_size = {"height": crop_side, "width": crop_side}
         self.resample = _resample_name(resample)
         self.image_mean = _check_stats(CLIP_MEAN if image_mean is None else image_mean, "image_mean", False)
         self.image_std = _check_stats(CLIP_STD if image_std is None else image_std, "image_std", True)
         if not isinstance(do_normalize, (bool, np.bool_)):
             raise ValueError(f"do_normalize must be a bool, got {do_normalize!r}")
         self.do_normalize = bool(do_normalize)
+
+    @property
+    def crop_side(self) -> int:
+        """Side of the square crop, in pixels."""
+        return self.crop_size["height"]
+
+    @property
+    def resize_mode(self) -> str:
+        """`"square"` or `"shorter_side"` (from `size`)."""
+        return "shorter_side" if "shortest_edge" in self.size else "square"
+
+    @property
+    def resize_size(self) -> int:
+        """The resize length (both sides, or the shorter one; from `size`)."""
+        return self.size.get("shortest_edge", self.size.get("height"))
 
     # ---- single-image steps -------------------------------------------------------------
 
@@ -199,10 +268,10 @@ class IQAImageProcessor(BaseImageProcessor):
         if width < 1 or height < 1:
             raise ValueError(f"image has zero size ({width}x{height})")
         if self.resize_mode == "square":
-            side = max(self.resize_size, self.crop_size)
+            side = max(self.resize_size, self.crop_side)
             return side, side
         short, long = min(width, height), max(width, height)
-        new_short = max(self.resize_size, self.crop_size)
+        new_short = max(self.resize_size, self.crop_side)
         new_long = max(new_short, int(long * new_short / short))
         return (new_short, new_long) if width <= height else (new_long, new_short)
 
@@ -220,7 +289,7 @@ class IQAImageProcessor(BaseImageProcessor):
         self, width: int, height: int, crop: str = "center", generator: torch.Generator | None = None
     ) -> tuple[int, int, int, int]:
         """PIL crop box (left, top, right, bottom) of the `crop_size` square in a `width` x `height` image."""
-        size = self.crop_size
+        size = self.crop_side
         if width < size or height < size:
             raise ValueError(f"image of {width}x{height} is smaller than the crop size {size}")
         if crop == "center":  # same rounding as torchvision's CenterCrop
@@ -246,6 +315,26 @@ class IQAImageProcessor(BaseImageProcessor):
         std = np.asarray(self.image_std, dtype=np.float32).reshape(3, 1, 1)
         return (array - mean) / std
 
+    def crop_positions(self, width: int, height: int, crops: int = 1) -> list[tuple[int, int]]:
+        """(top, left) of `crops` deterministic crops in a `width` x `height` (resized) image, for test-time
+        multi-crop scoring in the manner of LIQE (crops on a regular grid, picked evenly in raster order).
+
+        One crop is the centre crop. Otherwise the crops come from a g x g grid (g = ceil(sqrt(crops))) whose
+        offsets are evenly spaced from the first to the last position that fits, rounded as the centre crop is,
+        picking grid cells `round(i * (g*g - 1) / (crops - 1))`: 5 crops are the four corners and the centre,
+        9 the whole 3 x 3 grid. With the default square resize (244 for a 224 crop) the crops move by at most
+        20 pixels; a larger `resize_size` or `resize_mode="shorter_side"` spreads them over more of the image."""
+        if isinstance(crops, bool) or not isinstance(crops, (int, np.integer)) or crops < 1:
+            raise ValueError(f"crops must be a positive integer, got {crops!r}")
+        left, top, _, _ = self.crop_box(width, height)  # also checks that a crop fits
+        if crops == 1:
+            return [(top, left)]
+        grid = math.ceil(math.sqrt(crops))
+        tops = [int(round(v)) for v in np.linspace(0, height - self.crop_side, grid)]
+        lefts = [int(round(v)) for v in np.linspace(0, width - self.crop_side, grid)]
+        cells = [(t, l) for t in tops for l in lefts]
+        return [cells[int(round(i * (len(cells) - 1) / (crops - 1)))] for i in range(crops)]
+
     def process_image(
         self,
         image: Any,
@@ -253,9 +342,15 @@ class IQAImageProcessor(BaseImageProcessor):
         flip: bool = False,
         generator: torch.Generator | None = None,
         name: str | None = None,
+        crops: int = 1,
     ) -> np.ndarray:
-        """One input -> normalised float32 array (3, crop_size, crop_size)."""
+        """One input -> normalised float32 array (3, crop_size, crop_size), or (crops, 3, crop_size, crop_size)
+        with `crops > 1` (the `crop_positions`; centre crops only, no flip)."""
         resized = self.resize(load_image(image, name=name))
+        if crops != 1:
+            pixels = np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)
+            return np.stack([self.crop_and_normalize(pixels, top, left)
+                             for top, left in self.crop_positions(resized.width, resized.height, crops)])
         left, top, _, _ = self.crop_box(resized.width, resized.height, crop, generator)
         if flip:
             device = generator.device if generator is not None else "cpu"
@@ -266,12 +361,33 @@ class IQAImageProcessor(BaseImageProcessor):
         """The `crop_size` square at (`top`, `left`) of a resized uint8 RGB image (3, H, W) (array or CPU tensor),
         flipped if asked, in [0, 1] and normalised: float32 (3, S, S). `process_image` ends here; training
         caches resized images and calls it for every crop."""
-        size, resized = self.crop_size, np.asarray(resized)
+        size, resized = self.crop_side, np.asarray(resized)
         patch = resized[:, top : top + size, left : left + size]
         if top < 0 or left < 0 or patch.shape[1:] != (size, size):
             raise ValueError(f"a {size}x{size} crop at (top={top}, left={left}) does not fit a {resized.shape[1:]} image")
         array = self._to_unit_array(patch[:, :, ::-1] if flip else patch)
         return self._normalize(array) if self.do_normalize else array
+
+    # ---- loading next to a model --------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`BaseImageProcessor.from_pretrained`; next to a model of this package (a `config.json` with a
+        `clip_config`), a crop that does not fit the model is refused, with the same message as the model's
+        `from_pretrained` (`crop_mismatch_message`), so no entry point scores with it."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        processor = loaded[0] if isinstance(loaded, tuple) else loaded  # return_unused_kwargs=True
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        config_file = cached_file(pretrained_model_name_or_path, "config.json", **hub_kwargs,
+                                  _raise_exceptions_for_missing_entries=False,
+                                  _raise_exceptions_for_connection_errors=False)
+        if config_file is not None:
+            with open(config_file, encoding="utf-8") as f:
+                vision = ((json.load(f).get("clip_config") or {}).get("vision_config") or {})
+            image_size = vision.get("image_size")
+            if isinstance(image_size, int) and image_size != processor.crop_side:
+                raise ValueError(crop_mismatch_message(processor.crop_side, image_size))
+        return loaded
 
     # ---- batch API ----------------------------------------------------------------------
 
@@ -286,6 +402,7 @@ class IQAImageProcessor(BaseImageProcessor):
         crop: str = "center",
         flip: bool = False,
         generator: torch.Generator | None = None,
+        crops: int = 1,
     ) -> BatchFeature:
         """Preprocess one image or a list of images (any mix of inputs `load_image` accepts).
 
@@ -297,6 +414,9 @@ class IQAImageProcessor(BaseImageProcessor):
             flip: flip horizontally with probability 0.5 (training augmentation).
             generator: `torch.Generator` used for the random crop and flip; the global torch
                 RNG when `None`.
+            crops: with `crops > 1`, each image gives `crops` deterministic crops (`crop_positions`), image
+                after image: `pixel_values` then has B * crops rows (test-time multi-crop; not with `crop="random"`
+                or `flip`).
 
         Returns:
             `BatchFeature` with `pixel_values` of shape (B, 3, crop_size, crop_size), float32.
@@ -311,6 +431,8 @@ class IQAImageProcessor(BaseImageProcessor):
             raise ValueError(f"crop must be one of {_CROP_MODES}, got {crop!r}")
         if not isinstance(flip, (bool, np.bool_)):
             raise ValueError(f"flip must be a bool, got {flip!r}")
+        if crops != 1 and (crop != "center" or flip):
+            raise ValueError("crops > 1 places deterministic crops: it cannot be combined with crop='random' or flip")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
@@ -326,17 +448,30 @@ class IQAImageProcessor(BaseImageProcessor):
         arrays = []
         for index, item in enumerate(batch):
             name = None if isinstance(item, (str, os.PathLike)) else f"input #{index} ({_kind(item)})"
-            arrays.append(self.process_image(item, crop=crop, flip=bool(flip), generator=generator, name=name))
-        pixel_values = np.stack(arrays).astype(np.float32, copy=False)
-        self._check_pixel_values(pixel_values, len(batch))
+            arrays.append(self.process_image(item, crop=crop, flip=bool(flip), generator=generator, name=name,
+                                             crops=crops))
+        pixel_values = (np.concatenate(arrays) if crops != 1 else np.stack(arrays)).astype(np.float32, copy=False)
+        self._check_pixel_values(pixel_values, len(batch) * crops)
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
     def _check_pixel_values(self, pixel_values: np.ndarray, batch_size: int) -> None:
-        expected = (batch_size, 3, self.crop_size, self.crop_size)
+        expected = (batch_size, 3, self.crop_side, self.crop_side)
         if pixel_values.shape != expected or pixel_values.dtype != np.float32:
             raise RuntimeError(
                 f"internal error: pixel_values {pixel_values.shape} {pixel_values.dtype}, expected {expected} float32"
             )
+
+
+def saved_image_processor(pretrained_model_name_or_path, **hub_kwargs) -> IQAImageProcessor | None:
+    """The `IQAImageProcessor` saved next to a model (`preprocessor_config.json`, older schema included), or None
+    when the folder / repository has none. `hub_kwargs`: `revision`, `cache_dir`, `token`, ... as for `cached_file`."""
+    path = cached_file(pretrained_model_name_or_path, IMAGE_PROCESSOR_NAME, **hub_kwargs,
+                       _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        settings = json.load(f)
+    return IQAImageProcessor(**{k: v for k, v in settings.items() if k != "image_processor_type"})
 
 
 # `save_pretrained` writes `auto_map` and ships this file, so that

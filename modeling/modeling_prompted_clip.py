@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, CLIPModel, PreTrainedConfig, PreTrainedModel
-from transformers.utils import cached_file
+from transformers.utils import cached_file, logging
 
 from .configuration_prompted_clip import PromptedCLIPConfig
+from .image_processing_iqa import crop_mismatch_message, saved_image_processor
 from .prediction import IQAPredictionMixin
 from .prompt_learning import (
     DeepVisualPrompts,
@@ -34,6 +35,8 @@ from .prompt_learning import (
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 # Arguments of `from_pretrained` that locate files (passed on to the adapter file and the base CLIP).
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
+
+logger = logging.get_logger(__name__)
 
 
 class PromptBank:
@@ -137,7 +140,8 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
         if not isinstance(config, PreTrainedConfig):
             config_kwargs = {k: kwargs[k] for k in (*_HUB_KWARGS, "revision") if k in kwargs}
             config = cls.config_class.from_pretrained(config or pretrained_model_name_or_path, **config_kwargs)
-            kwargs["config"] = config
+        config = _with_saved_preprocessing(config, pretrained_model_name_or_path, kwargs)
+        kwargs["config"] = config
         if getattr(config, "adapter_only", False):
             kwargs.pop("config")
             return cls._from_adapter(pretrained_model_name_or_path, config, base_model_name_or_path, **kwargs)
@@ -286,14 +290,17 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
         return encode_text_embeddings(self.clip, embeds, ids)
 
     def text_features(self, name: str) -> torch.Tensor:
-        """Text features of bank `name`. At inference (eval mode, no grad) they are computed once and
-        cached, since they do not depend on the image; the cache is keyed by the parameters' storage and
+        """Text features of bank `name`. At inference (eval mode, no grad or no trainable text parameter) they
+        are computed once and cached, since they do not depend on the image; the cache is keyed by the parameters' storage and
         version counters, so any in-place update, `load_state_dict` or device move invalidates it."""
         bank = self.prompt_banks()[name]
-        if self.training or torch.is_grad_enabled():
-            return self.compute_text_features(bank)
         params = [bank.context.ctx, *self.clip.text_model.parameters(), self.clip.text_projection.weight]
-        key = tuple((p.device, p.data_ptr(), p._version) for p in params)
+        # with gradients on, the cache serves only a frozen text side (e.g. a quality loss on the images)
+        if self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            return self.compute_text_features(bank)
+        device_type = params[0].device.type
+        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        key = (autocast, *((p.device, p.data_ptr(), p._version) for p in params))  # autocast: features differ
         cached = self._text_feature_cache.get(name)
         if cached is None or cached[0] != key:
             cached = (key, self.compute_text_features(bank))
@@ -304,7 +311,9 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, adapter_only: bool = False, base_model=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors only) plus the image processor's config, so that
-        `AutoImageProcessor.from_pretrained(dir, trust_remote_code=True)` preprocesses like the model.
+        `AutoImageProcessor.from_pretrained(dir, trust_remote_code=True)` preprocesses like the model, and the
+        "image-quality-assessment" pipeline: `pipeline_iqa.py` next to the weights and `custom_pipelines` in
+        config.json, so that `pipeline(model=dir, trust_remote_code=True)` works without the package.
 
         With `adapter_only=True` the weights file is `adapter_model.safetensors`, holding only
         `adapter_state_dict(base_model)` (the prompts, plus backbone tensors that were fine-tuned); the
@@ -312,34 +321,64 @@ class PromptedCLIPPreTrainedModel(IQAPredictionMixin, PreTrainedModel):
         `from_pretrained` rebuilds the rest from. `base_model` is compared against and, when it is a Hub id
         or directory, recorded as the base.
         """
+        from transformers.dynamic_module_utils import custom_object_save
+
+        from .pipeline_iqa import ImageQualityAssessmentPipeline, custom_pipelines
+
         kwargs.pop("safe_serialization", None)  # safetensors is the only format we write
         is_main = kwargs.get("is_main_process", True)
+        if adapter_only and kwargs.get("push_to_hub"):
+            raise ValueError("adapter_only=True cannot push_to_hub here: save, then `grmp-iqa push --adapter-only`")
+        tensors = self.adapter_state_dict(base_model) if adapter_only else None
         if is_main:
-            # before the weights, so that `push_to_hub=True` uploads it too
+            # before the weights, so that `push_to_hub=True` uploads them too: the image processor and the
+            # pipeline's code (`pipeline(model=..., trust_remote_code=True)` without the package)
             os.makedirs(save_directory, exist_ok=True)
             self.image_processor.save_pretrained(save_directory)
-        if not adapter_only:
-            super().save_pretrained(save_directory, *args, **kwargs)
-            return
-        if kwargs.get("push_to_hub"):
-            raise ValueError("adapter_only=True cannot push_to_hub here: save, then `grmp-iqa push --adapter-only`")
-        tensors = self.adapter_state_dict(base_model)
-        if not is_main:
+            custom_object_save(ImageQualityAssessmentPipeline, save_directory)
+        elif adapter_only:
             return
         original = self.config
-        self.config = copy.deepcopy(original)
-        self.config.adapter_only = True
-        if isinstance(base_model, (str, os.PathLike)):
-            self.config.base_model_name_or_path, self.config.base_model_revision = str(base_model), None
+        self.config = copy.deepcopy(original)  # what config.json says; the model's own config stays as it is
+        self.config.custom_pipelines = custom_pipelines()
+        if adapter_only:
+            self.config.adapter_only = True
+            if isinstance(base_model, (str, os.PathLike)):
+                self.config.base_model_name_or_path, self.config.base_model_revision = str(base_model), None
+            kwargs["state_dict"] = {}  # config.json and the remote code through transformers; weights below
         try:
-            # config.json and the remote code through transformers; weights: adapter tensors only
-            super().save_pretrained(save_directory, *args, state_dict={}, **kwargs)
+            super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             self.config = original
+        if not adapter_only:
+            return
         for name in os.listdir(save_directory):
             if name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json")):
                 os.remove(os.path.join(save_directory, name))
         save_file(tensors, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def _with_saved_preprocessing(config, pretrained_model_name_or_path, kwargs):
+    """`config` with the preprocessing of the checkpoint's `preprocessor_config.json`, when it has one: that file
+    is what `AutoImageProcessor` and pipelines read, so it wins over the copy in `config.json` and every entry
+    point (`predict`, the CLI, pipelines, `AutoImageProcessor`) preprocesses alike. A crop that does not fit the
+    backbone is refused (`crop_mismatch_message`). The caller's config object is never modified."""
+    hub_kwargs = {k: kwargs[k] for k in (*_HUB_KWARGS, "revision") if kwargs.get(k) is not None}
+    processor = saved_image_processor(pretrained_model_name_or_path, **hub_kwargs)
+    if processor is None:
+        return config
+    if processor.crop_side != config.image_size:
+        raise ValueError(crop_mismatch_message(processor.crop_side, config.image_size))
+    changes = config.preprocessing_changes(processor)
+    if not changes:
+        return config
+    logger.warning(
+        "%s: preprocessor_config.json and config.json disagree on the preprocessing; preprocessor_config.json wins: "
+        "%s", pretrained_model_name_or_path,
+        ", ".join(f"{k}={v!r} (config.json: {getattr(config, k)!r})" for k, v in changes.items()))
+    config = copy.deepcopy(config)
+    config.update(changes)
+    return config
 
 
 def _load_base_clip(source, revision=None, **hub_kwargs) -> CLIPModel:

@@ -6,6 +6,7 @@ Shipped as Hub remote code: imports only torch, numpy, transformers and relative
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -30,7 +31,8 @@ def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None]
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    parameter = next(model.parameters())
+    device = torch.device(device) if device is not None else parameter.device
     tqdm_class = tqdm_class or logging.tqdm
     bar = tqdm_class(total=len(items), desc=desc, unit="img", disable=not progress)
     parts: dict[str, list[torch.Tensor]] = {field: [] for field in fields}
@@ -41,8 +43,8 @@ def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None]
             chunk = items[start : start + batch_size]
             pixel_values = load_batch(chunk)
             if pixel_values is not None and len(pixel_values):
-                with torch.no_grad():
-                    output = model(pixel_values=pixel_values.to(device))
+                with torch.no_grad():  # pixels in the model's dtype: a model loaded in bf16 / fp16 takes them as is
+                    output = model(pixel_values=pixel_values.to(device=device, dtype=parameter.dtype))
                 for field in fields:
                     value = getattr(output, field, None)
                     if value is None:
@@ -63,15 +65,22 @@ class IQAPredictionMixin:
         """The preprocessing this model was trained with, built from its config (the one source of truth)."""
         return IQAImageProcessor(**self.config.image_processor_kwargs())
 
-    def predict(self, images, batch_size: int = 32, device=None, progress: bool | None = None) -> np.ndarray:
+    def predict(self, images, batch_size: int = 32, device=None, progress: bool | None = None, dtype=None,
+                crops: int = 1) -> np.ndarray:
         """Score images; higher = better quality, in [0, 1].
 
         Args:
             images: one image or a list of them: file paths, PIL images, numpy arrays (HxW[xC]) or torch
                 tensors (CxHxW). Any PIL mode is converted to RGB; EXIF orientation is applied.
-            batch_size: images per forward pass.
+            batch_size: images per forward pass (each counts `crops` rows).
             device: where to run (defaults to the model's device).
             progress: show a progress bar (default: when there is more than one batch).
+            dtype: run the forward pass in this precision (`torch.bfloat16`, `torch.float16`, `torch.float32` or
+                their names). A model whose weights are in another dtype runs under `torch.autocast` (its weights
+                are not changed); for the memory saving too, load it in that dtype (`from_pretrained(...,
+                dtype=torch.bfloat16)`), and leave `dtype` unset. Default: the model's own dtype.
+            crops: score each image as the mean over this many deterministic crops (`IQAImageProcessor.
+                crop_positions`, as LIQE does at test time; 1 = the centre crop). Costs about `crops` times one.
 
         Returns:
             A float32 numpy array with one score per image, in input order.
@@ -85,11 +94,39 @@ class IQAPredictionMixin:
         processor = self.image_processor
         if progress is None:
             progress = len(images) > batch_size
+        if isinstance(crops, bool) or not isinstance(crops, int) or crops < 1:
+            raise ValueError(f"crops must be a positive integer, got {crops!r}")
 
         def load_batch(indices):
             batch = [load_image(images[i], name=None if isinstance(images[i], (str, os.PathLike)) else f"input #{i}")
                      for i in indices]
-            return processor(batch, return_tensors="pt")["pixel_values"]
+            return processor(batch, return_tensors="pt", crops=crops)["pixel_values"]
 
-        scores = batched_outputs(self, load_batch, range(len(images)), batch_size, device, progress=progress)["scores"]
-        return scores.float().cpu().numpy()
+        run_device = torch.device(device) if device is not None else next(self.parameters()).device
+        with precision(self, run_device, dtype):
+            scores = batched_outputs(self, load_batch, range(len(images)), max(1, batch_size // crops), device,
+                                     progress=progress)["scores"]
+        return scores.float().view(len(images), crops).mean(dim=1).cpu().numpy()
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """A `torch.dtype` from a dtype or its name (`"float32"`, `"bfloat16"`, `"float16"`); None stays None."""
+    if dtype is None or dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)} (or the torch dtype), got {dtype!r}")
+
+
+def precision(model, device: torch.device, dtype):
+    """The context that runs `model` in `dtype`: nothing when its weights already are (or `dtype` is None),
+    else `torch.autocast` on `device`'s type (weights untouched; fp32 under autocast runs fp32)."""
+    dtype = resolve_dtype(dtype)
+    if dtype is None or dtype == next(model.parameters()).dtype:
+        return contextlib.nullcontext()
+    if dtype == torch.float32:  # a reduced-precision model asked for fp32 would need its weights cast
+        raise ValueError(f"dtype=float32 for a model in {next(model.parameters()).dtype}: load it in float32 instead")
+    return torch.autocast(device_type=device.type, dtype=dtype)

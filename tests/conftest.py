@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,30 @@ def text_feature_calls(model, pixel_values):
         first = model(pixel_values).scores
         second = model(pixel_values).scores
     return calls, first, second
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """The local Hub stand-in (tests/hub_stand_in.py), one per test module; talk to it from a subprocess
+    started with `hub_env(hub, ...)` (huggingface_hub reads HF_ENDPOINT when it is imported)."""
+    from hub_stand_in import LocalHub
+
+    with LocalHub() as server:
+        yield server
+
+
+def hub_env(hub, hf_home, **extra):
+    """The environment of a subprocess that talks to `hub`, with its own cache in `hf_home`."""
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="hf_local_test_token", HF_HOME=str(hf_home),
+               HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1",
+               HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_XET="1")  # the stand-in speaks LFS, not Xet
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run(args, env, cwd=None, ok=True):
+    """Run a command; with `ok`, assert it succeeded (showing the ends of its output otherwise)."""
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result

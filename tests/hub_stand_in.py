@@ -5,11 +5,16 @@ Point the real client at it with `HF_ENDPOINT=http://127.0.0.1:<port>` (read whe
 imported, so set it in the environment of a fresh process). Speaks:
 
 - `POST /api/repos/create`, `POST /api/{type}s/{repo}/branch/{branch}`
-- `POST /api/{type}s/{repo}/preupload/{rev}` (every file "regular": contents travel in the commit)
-- `POST /api/{type}s/{repo}/commit/{rev}` (NDJSON: header, file, deletedFile, deletedFolder)
+- `POST /api/{type}s/{repo}/preupload/{rev}`: files ending in `LFS_SUFFIXES` (dataset shards) are "lfs",
+  every other file "regular" (its contents travel in the commit)
+- LFS (basic transfer, what `datasets.Dataset.push_to_hub` needs: it deletes each shard's temporary file
+  after `preupload_lfs_files`): `POST /[{type}s/]{repo}.git/info/lfs/objects/batch` answers an upload
+  action to `PUT /lfs-upload/{sha256}`; start the client with `HF_HUB_DISABLE_XET=1` (no Xet server here)
+- `POST /api/{type}s/{repo}/commit/{rev}` (NDJSON: header, file, lfsFile, deletedFile, deletedFolder)
 - `GET /api/{type}s/{repo}[/revision/{rev}]` (info with `sha` and `siblings`), `.../tree/{rev}[/{path}]`,
   `POST .../paths-info/{rev}`
-- `HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length`
+- `HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `Content-Length`, and
+  `Range: bytes=a-b` (206; `HfFileSystem` reads parquet footers and streams that way)
 - `POST /api/validate-yaml` (the card's front matter must parse; `model-index` entries need `results`)
 - `GET /api/whoami-v2`
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -34,6 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import yaml
 
 REPO_TYPES = ("model", "dataset", "space")
+#: Files the stand-in asks to be uploaded through LFS (the real Hub decides by .gitattributes and content).
+LFS_SUFFIXES = (".parquet", ".arrow")
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -70,6 +78,8 @@ class LocalHub:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> contents uploaded with PUT /lfs-upload/{sha256}
+        self.lfs_granted: set[str] = set()  # sha256 of the uploads a batch request allowed
         self.lock = threading.Lock()
         hub = self
 
@@ -87,6 +97,9 @@ class LocalHub:
 
             def do_POST(self):
                 hub._dispatch(self, "POST")
+
+            def do_PUT(self):
+                hub._dispatch(self, "PUT")
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
@@ -129,7 +142,8 @@ class LocalHub:
         body = handler.rfile.read(length) if length else b""
         authorized = bool(handler.headers.get("Authorization"))
         try:
-            status, headers, payload = self._route(method, path, query, body, authorized)
+            status, headers, payload = self._route(method, path, query, body, authorized,
+                                                   handler.headers.get("Range"))
         except HubError as err:
             status, payload = err.status, json.dumps({"error": err.message, **err.extra}).encode()
             headers = {"Content-Type": "application/json", "X-Error-Message": err.message}
@@ -162,8 +176,12 @@ class LocalHub:
             raise HubError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return sha
 
-    def _route(self, method, path, query, body, authorized):
+    def _route(self, method, path, query, body, authorized, byte_range=None):
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
+        if method == "POST" and parts[-4:] == ["info", "lfs", "objects", "batch"]:
+            return self._lfs_batch(json.loads(body or b"{}"), authorized)
+        if method == "PUT" and len(parts) == 2 and parts[0] == "lfs-upload":
+            return self._lfs_put(parts[1], body, authorized)
         if method == "POST" and parts[:3] == ["api", "repos", "create"]:
             return self._create_repo(json.loads(body or b"{}"), authorized)
         if parts[:2] == ["api", "whoami-v2"]:
@@ -194,7 +212,7 @@ class LocalHub:
             if method == "POST" and action == "branch":
                 return self._create_branch(repo, "/".join(args), json.loads(body or b"{}"))
         if method in ("GET", "HEAD") and "resolve" in parts:
-            return self._resolve(parts, authorized, send_body=method == "GET")
+            return self._resolve(parts, authorized, byte_range)
         raise HubError(404, None, f"not served by the local Hub stand-in: {method} {path}")
 
     # ------------------------------------------------------------------ endpoints
@@ -280,7 +298,8 @@ class LocalHub:
         sha = repo.resolve(revision)
         files = repo.commits[sha]["files"] if sha else {}
         return self._json({"files": [
-            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+            {"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
+             "shouldIgnore": False,
              "oid": git_blob_sha(files[f["path"]]) if f["path"] in files else None}
             for f in payload.get("files", [])
         ]})
@@ -303,6 +322,10 @@ class LocalHub:
                     if value.get("encoding") != "base64":
                         raise HubError(400, None, f"unsupported encoding {value.get('encoding')!r}")
                     files[value["path"]] = base64.b64decode(value["content"])
+                elif key == "lfsFile":
+                    if value["oid"] not in self.lfs_objects:
+                        raise HubError(400, None, f"LFS object {value['oid']} of {value['path']} was never uploaded")
+                    files[value["path"]] = self.lfs_objects[value["oid"]]
                 elif key == "deletedFile":
                     if value["path"] not in files:
                         raise HubError(404, "EntryNotFound", "A file with this name doesn't exist")
@@ -311,7 +334,7 @@ class LocalHub:
                     prefix = value["path"].rstrip("/") + "/"
                     for name in [n for n in files if n.startswith(prefix)]:
                         del files[name]
-                else:  # lfsFile / copies: never asked for, since preupload answers "regular"
+                else:  # copies: never asked for
                     raise HubError(400, None, f"the local Hub stand-in does not accept {key!r} operations")
             digest = hashlib.sha1(repr((parent, header.get("summary"), sorted(
                 (n, git_blob_sha(d)) for n, d in files.items()), time.time_ns())).encode()).hexdigest()
@@ -321,7 +344,29 @@ class LocalHub:
         return self._json({"success": True, "commitOid": digest, "pullRequestUrl": None,
                            "commitUrl": f"{self.url}/{prefix}{repo.repo_id}/commit/{digest}"})
 
-    def _resolve(self, parts, authorized, send_body: bool):
+    def _lfs_batch(self, payload, authorized):
+        if not authorized:
+            raise HubError(401, None, "LFS uploads need a token")
+        objects = []
+        for obj in payload.get("objects", []):
+            entry = {"oid": obj["oid"], "size": obj["size"]}
+            if obj["oid"] not in self.lfs_objects:  # no "actions": already stored, the client skips it
+                entry["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{obj['oid']}"}}
+                self.lfs_granted.add(obj["oid"])
+            objects.append(entry)
+        return self._json({"transfer": "basic", "objects": objects})
+
+    def _lfs_put(self, oid: str, body: bytes, authorized):
+        # like the Hub's presigned storage URLs: no token, but only for objects a batch request granted
+        if oid not in self.lfs_granted:
+            raise HubError(403, None, f"no LFS upload was granted for {oid}")
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(400, None, f"uploaded contents do not match sha256 {oid}")
+        with self.lock:
+            self.lfs_objects[oid] = body
+        return 200, {}, b""
+
+    def _resolve(self, parts, authorized, byte_range=None):
         at = parts.index("resolve")
         head = parts[:at]
         repo_type = "model"
@@ -334,7 +379,18 @@ class LocalHub:
         if filename not in files:
             raise HubError(404, "EntryNotFound", f"{filename} does not exist on {revision}")
         data = files[filename]
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(data)}"', "Content-Type": "application/octet-stream"}
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha(data)}"', "Content-Type": "application/octet-stream",
+                   "Accept-Ranges": "bytes"}
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", (byte_range or "").strip())
+        if match and data and (match[1] or match[2]):
+            if match[1]:
+                start, end = int(match[1]), min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
+            else:  # bytes=-n: the last n bytes
+                start, end = max(0, len(data) - int(match[2])), len(data) - 1
+            if start > end:
+                raise HubError(416, None, f"range {byte_range} outside {len(data)} bytes")
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            return 206, headers, data[start:end + 1]
         return 200, headers, data
 
     def _validate_yaml(self, payload):
@@ -361,7 +417,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     with LocalHub(port=args.port) as hub:
-        print(f"local Hub stand-in at {hub.url}  (export HF_ENDPOINT={hub.url} HF_TOKEN=anything)", flush=True)
+        print(f"local Hub stand-in at {hub.url}  (export HF_ENDPOINT={hub.url} HF_TOKEN=anything HF_HUB_DISABLE_XET=1)", flush=True)
         try:
             while True:
                 time.sleep(3600)

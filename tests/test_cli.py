@@ -127,7 +127,8 @@ def test_score_table_on_stdout_and_usage_errors(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
     (["--num-workers", "-1"], "argument --num-workers: must be >= 0, got -1"),
-    (["--output", "x.txt"], "--output must end in .csv or .json"),
+    (["--output", "x.txt"], "--output must end in .csv, .json or .parquet"),
+    (["--hub-dataset", "org/x"], "give either PATH... or --hub-dataset ORG/NAME (one of the two)"),
     (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
 ])
 def test_score_usage_errors_print_the_subcommand_usage(model_dir, tmp_path, capsys, argv, message):
@@ -254,7 +255,9 @@ def test_evaluate_checks_the_dataset_before_loading_the_model(model_dir, tmp_pat
     for argv, message in ((["--data-dir", str(folder), "--dataset", "clive2"], "argument --dataset: invalid choice"),
                           (["--data-dir", str(tmp_path / "nope")], "--data-dir"),
                           (["--data-dir", str(folder), "--output", "r.csv"], "--output must be a .json file"),
-                          (["--data-dir", str(folder), "--plot", "p.txt"], "--plot must end in one of")):
+                          (["--data-dir", str(folder), "--plot", "p.txt"], "--plot must end in one of"),
+                          (["--data-dir", str(folder), "--hub-dataset", "org/x"], "give either --data-dir or"),
+                          ([], "give either --data-dir or --hub-dataset ORG/NAME")):
         with pytest.raises(SystemExit) as exit_info:
             main(evaluate + argv)
         err = capsys.readouterr().err
@@ -266,6 +269,13 @@ def test_dataset_choices_are_the_loaders_formats():
     from grmp_iqa_hf.data import SUPPORTED_FORMATS
 
     assert DATASET_FORMATS == SUPPORTED_FORMATS
+
+
+def test_dtype_choices_are_the_models_dtypes():
+    from grmp_iqa_hf.cli import DTYPES
+    from grmp_iqa_hf.modeling.prediction import DTYPES as MODEL_DTYPES
+
+    assert DTYPES == tuple(MODEL_DTYPES)
 
 
 def test_evaluate_normalize_flips_dmos(model_dir, tmp_path):

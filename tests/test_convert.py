@@ -179,7 +179,7 @@ def test_forward_parity_with_the_released_logits(released, converted, finetuned_
                                       "deep_prompt_layers_unused": 10}
     assert info["prompt_token_check"].startswith("passed")
     preprocessor = json.loads((output / "preprocessor_config.json").read_text())
-    assert preprocessor["resample"] == "bicubic_no_antialias" and preprocessor["resize_size"] == 244
+    assert preprocessor["resample"] == "bicubic_no_antialias" and preprocessor["size"] == {"height": 244, "width": 244}
 
 
 def test_predict_on_real_photos_matches_the_released_pipeline(released, converted, clive_dir):

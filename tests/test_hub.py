@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import urllib.error
@@ -24,7 +23,7 @@ import yaml
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from conftest import write_random_images
+from conftest import hub_env, run, write_random_images
 from grmp_iqa_hf import GRMPIQAModel, MPIQEModel
 from grmp_iqa_hf.cli import main
 from grmp_iqa_hf.hub import render_dataset_card, render_model_card, report_results
@@ -32,7 +31,6 @@ from grmp_iqa_hf.hub.push import public_report
 from grmp_iqa_hf.models import build_model
 from grmp_iqa_hf.testing import tiny_clip
 
-from hub_stand_in import LocalHub
 from test_modeling import BLOCK_PACKAGE_PREAMBLE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,27 +54,6 @@ REMOTE_SCORES_SCRIPT = BLOCK_PACKAGE_PREAMBLE + textwrap.dedent(
     json.dump(scores, open(out, "w"))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with LocalHub() as server:
-        yield server
-
-
-def hub_env(hub, hf_home, **extra):
-    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_TOKEN="hf_local_test_token", HF_HOME=str(hf_home),
-               HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def run(args, env, cwd=None, ok=True):
-    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
-    if ok:
-        assert result.returncode == 0, f"{args}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    return result
 
 
 def cli(args, env, ok=True):

@@ -1,6 +1,7 @@
 """Tests for modeling/image_processing_iqa.py (image loading + IQAImageProcessor)."""
 
 import io
+import json
 import pickle
 
 import numpy as np
@@ -586,7 +587,10 @@ def test_save_and_load_round_trip(tmp_path):
     assert (tmp_path / "preprocessor_config.json").is_file()
     loaded = IQAImageProcessor.from_pretrained(tmp_path)
     assert loaded.to_dict() == proc.to_dict()
-    assert loaded.crop_size == 160
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["size"] == {"shortest_edge": 180} and saved["crop_size"] == {"height": 160, "width": 160}
+    assert "resize_mode" not in saved and "resize_size" not in saved  # one way to say it: the standard schema
+    assert loaded.crop_size == {"height": 160, "width": 160} and loaded.crop_side == 160
     assert loaded.resize_size == 180
     assert loaded.resize_mode == "shorter_side"
     assert loaded.resample == "lanczos"
@@ -602,7 +606,8 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_defaults():
     proc = IQAImageProcessor()
-    assert (proc.crop_size, proc.resize_size, proc.resize_mode, proc.resample) == (224, 244, "square", "bilinear")
+    assert (proc.crop_side, proc.resize_size, proc.resize_mode, proc.resample) == (224, 244, "square", "bilinear")
+    assert proc.size == {"height": 244, "width": 244} and proc.crop_size == {"height": 224, "width": 224}
     assert proc.image_mean == list(CLIP_MEAN) and proc.image_std == list(CLIP_STD)
     assert proc.do_normalize is True
     assert proc.model_input_names == ["pixel_values"]
@@ -727,3 +732,24 @@ def test_image_cache_crops_with_the_processor():
     assert len(view) == 2 and view.images[0] is cache.images[2]
     torch.testing.assert_close(view.crop(0, rng_for(7, 2), flip=True), cache.crop(2, rng_for(7, 2), flip=True),
                                rtol=0, atol=0)
+
+
+def test_standard_schema_and_the_older_keys():
+    """`size` / `crop_size` dicts as transformers' processors write them; the keys of files saved before
+    (integer `crop_size`, `resize_size`, `resize_mode`) read the same, and override `size` when both are given."""
+    standard = IQAImageProcessor(size={"shortest_edge": 180}, crop_size={"height": 160, "width": 160})
+    older = IQAImageProcessor(crop_size=160, resize_size=180, resize_mode="shorter_side")
+    assert standard.to_dict() == older.to_dict()
+    assert (standard.resize_mode, standard.resize_size, standard.crop_side) == ("shorter_side", 180, 160)
+    square = IQAImageProcessor(size={"height": 70, "width": 70}, crop_size=64)
+    assert (square.resize_mode, square.resize_size) == ("square", 70)
+    assert IQAImageProcessor(size={"height": 70, "width": 70}, crop_size=64, resize_mode="shorter_side").size == {
+        "shortest_edge": 70}
+    assert IQAImageProcessor(crop_size=64).size == {"height": 70, "width": 70}  # 244/224 of the crop by default
+    img = gradient_rgb(200, 150)
+    assert torch.equal(standard(img)["pixel_values"], older(img)["pixel_values"])
+    for bad in ({"height": 70, "width": 80}, {"longest_edge": 70}, {"shortest_edge": 0}):
+        with pytest.raises(ValueError, match="size"):
+            IQAImageProcessor(size=bad, crop_size=64)
+    with pytest.raises(ValueError, match="crop_size must be square"):
+        IQAImageProcessor(crop_size={"height": 64, "width": 60})

@@ -62,7 +62,7 @@ def test_lower_layers_import_nothing_from_training_or_protocols(layer):
 def test_the_model_code_is_self_contained():
     """`modeling/` is the Hub's remote code: only torch, numpy, transformers, safetensors and itself."""
     allowed = ("torch", "numpy", "transformers", "safetensors", "grmp_iqa_hf.modeling", "__future__", "PIL")
-    stdlib = {"os", "math", "copy", "json", "re", "warnings", "dataclasses", "typing", "io", "collections",
+    stdlib = {"os", "sys", "math", "copy", "json", "re", "warnings", "dataclasses", "typing", "io", "collections",
               "functools", "contextlib", "itertools", "pathlib", "types", "inspect"}
     bad = {}
     for module, path in MODULES.items():

@@ -150,24 +150,57 @@ def push_model(model_dir, repo_id: str, report=None, private: bool | None = None
         )
 
 
+DATASET_FORMATS = ("files", "parquet")
+
+
+def parquet_dataset(data):
+    """The dataset `push_dataset(format="parquet")` pushes, from `load_iqa_dataset("imagefolder", ...)`'s: `image`
+    (the files, embedded byte for byte by `push_to_hub`), `file_name` (the path in the folder), `mos` and the
+    other metadata columns; no local paths in its info."""
+    import datasets
+
+    from ..data import image_paths
+
+    columns = {"image": image_paths(data), "file_name": list(data["image_id"]), "mos": list(data["mos"])}
+    features = {"image": datasets.Image(), "file_name": datasets.Value("string"), "mos": data.features["mos"]}
+    for name in data.column_names:
+        if name not in ("image", "image_id", "mos"):
+            columns[name], features[name] = list(data[name]), data.features[name]
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
 def push_dataset(data_dir, repo_id: str, dataset: str = "imagefolder", private: bool | None = None,
                  license: str | None = None, pretty_name: str | None = None, commit_message: str | None = None,
-                 token: str | None = None):
+                 token: str | None = None, format: str = "files", split: str = "train"):
     """Push an IQA image folder (images + `metadata.csv`) as a Hub dataset with a dataset card.
 
     The metadata is checked first (every bad row is named in one `DatasetMetadataError`); `dataset` is a
-    registry key (e.g. `livec`) whose facts (scale, direction, citation, licence) fill the card. The
-    folder's files are uploaded as they are (hidden files skipped), so `datasets.load_dataset(repo_id)` and
-    this package's loaders read the repository like the folder.
+    registry key (e.g. `livec`) whose facts (scale, direction, citation, licence) fill the card.
+    `format="files"`: the folder's files are uploaded as they are (hidden files skipped), so
+    `datasets.load_dataset(repo_id)` and this package's loaders read the repository like the folder.
+    `format="parquet"`: the card is committed, then `parquet_dataset` goes up as split `split` with
+    `Dataset.push_to_hub`, which keeps the card's text and adds its `dataset_info` / `configs` to the front
+    matter (two commits; the second one's `CommitInfo` is returned).
     """
+    if format not in DATASET_FORMATS:
+        raise ValueError(f"format must be one of {DATASET_FORMATS}, got {format!r}")
     _check_online()
     data_dir = Path(data_dir)
     if not (data_dir / "metadata.csv").is_file():
         raise FileNotFoundError(f"{data_dir}: no metadata.csv (push-dataset takes an image folder with metadata.csv)")
-    load_iqa_dataset("imagefolder", data_dir)  # raises DatasetMetadataError naming every bad row
+    data = load_iqa_dataset("imagefolder", data_dir)  # raises DatasetMetadataError naming every bad row
     card = render_dataset_card(data_dir, repo_id, dataset=None if dataset == "imagefolder" else dataset,
                                license=license, pretty_name=pretty_name)
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())]
+    if format == "parquet":
+        api = HfApi(token=token)
+        repo_id = _hub_call("creating the repository", api.create_repo, repo_id, repo_type="dataset",
+                            private=private, exist_ok=True).repo_id
+        _hub_call("uploading the dataset card", api.create_commit, repo_id=repo_id, repo_type="dataset",
+                  operations=operations, commit_message="Dataset card (grmp-iqa push-dataset)")
+        return _hub_call("pushing the parquet dataset", parquet_dataset(data).push_to_hub, repo_id, split=split,
+                         private=private, token=token,
+                         commit_message=commit_message or f"Upload IQA dataset ({len(data)} images, parquet)")
     for path in sorted(data_dir.rglob("*")):
         relative = path.relative_to(data_dir)
         if path.is_file() and not any(part.startswith(".") for part in relative.parts) and str(relative) != "README.md":
@@ -179,4 +212,4 @@ def push_dataset(data_dir, repo_id: str, dataset: str = "imagefolder", private: 
                      commit_message=commit_message or f"Upload IQA dataset ({len(operations) - 1} files)")
 
 
-__all__ = ["push_model", "push_dataset", "stage_model", "public_report", "save_tokenizer", "HubRequestError"]
+__all__ = ["push_model", "push_dataset", "parquet_dataset", "DATASET_FORMATS", "stage_model", "public_report", "save_tokenizer", "HubRequestError"]

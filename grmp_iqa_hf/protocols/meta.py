@@ -182,7 +182,7 @@ def prepare_tasks(args: MetaPretrainArguments, processor, accelerator):
         origins += [source] * len(data.files)
     progress = args.progress and accelerator.is_main_process
     if args.algorithm == "official":
-        support, query = official_processors(processor.crop_size)
+        support, query = official_processors(processor.crop_side)
         cache = OfficialCaches(ImageCache(support, files, progress=progress, desc="Decoding support images"),
                                ImageCache(query, files, progress=progress, desc="Decoding query images"))
         valid = sorted(set(cache.support.valid_indices) & set(cache.query.valid_indices))

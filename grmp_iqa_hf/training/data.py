@@ -31,7 +31,7 @@ class ImageCache:
     def __init__(self, processor: IQAImageProcessor, images, progress: bool = True, num_workers: int = 4,
                  desc: str = "Decoding images"):
         self.processor = processor
-        self.crop_size = processor.crop_size
+        self.crop_size = processor.crop_side
         images = list(images)
         self.images: list[torch.Tensor | None] = [None] * len(images)
         self.failed: dict[int, str] = {}

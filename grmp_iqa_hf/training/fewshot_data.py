@@ -64,7 +64,7 @@ class SampleCaches:
         processor = self.images.processor
         if processor.resize_mode != "square":
             raise ValueError("batch_crops (the released augmentation) needs square resizing (resize_mode='square')")
-        margin = max(processor.resize_size, processor.crop_size) - processor.crop_size
+        margin = max(processor.resize_size, processor.crop_side) - processor.crop_side
         if margin == 0:
             return 0, 0, False
         generator = torch.Generator().manual_seed(self.steps_per_epoch * epoch + batch_index)

@@ -78,7 +78,7 @@ def resolve_tokenizer(model, tokenizer=None):
 
 def _processor_settings(processor) -> dict:
     return {
-        "crop_size": int(processor.crop_size), "resize_size": int(processor.resize_size),
+        "crop_size": int(processor.crop_side), "resize_size": int(processor.resize_size),
         "resize_mode": processor.resize_mode, "resample": processor.resample,
         "image_mean": [round(float(v), 6) for v in processor.image_mean],
         "image_std": [round(float(v), 6) for v in processor.image_std],
