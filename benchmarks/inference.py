@@ -110,8 +110,7 @@ def crops_cost(clip, tokenizer, device, batch_size: int, rounds: int) -> dict:
     model.predict(images[:1])  # warm-up
     for _ in range(rounds):
         for crops in times:
-            times[crops].append(timed(lambda: model.predict(images, batch_size=batch_size * crops, crops=crops),
-                                      device))
+            times[crops].append(timed(lambda: model.predict(images, batch_size=batch_size, crops=crops), device))
     median = {crops: statistics.median(t) for crops, t in times.items()}
     return {"seconds_crops_1": round(median[1], 4), "seconds_crops_5": round(median[5], 4),
             "five_crops_cost": round(median[5] / median[1], 3)}

@@ -72,7 +72,7 @@ class IQAPredictionMixin:
         Args:
             images: one image or a list of them: file paths, PIL images, numpy arrays (HxW[xC]) or torch
                 tensors (CxHxW). Any PIL mode is converted to RGB; EXIF orientation is applied.
-            batch_size: images per forward pass (each counts `crops` rows).
+            batch_size: images per forward pass (with `crops > 1` a pass holds `batch_size * crops` crops).
             device: where to run (defaults to the model's device).
             progress: show a progress bar (default: when there is more than one batch).
             dtype: run the forward pass in this precision (`torch.bfloat16`, `torch.float16`, `torch.float32` or
@@ -104,7 +104,7 @@ class IQAPredictionMixin:
 
         run_device = torch.device(device) if device is not None else next(self.parameters()).device
         with precision(self, run_device, dtype):
-            scores = batched_outputs(self, load_batch, range(len(images)), max(1, batch_size // crops), device,
+            scores = batched_outputs(self, load_batch, range(len(images)), batch_size, device,
                                      progress=progress)["scores"]
         return scores.float().view(len(images), crops).mean(dim=1).cpu().numpy()
 
