@@ -101,7 +101,7 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .modeling.prediction import batched_outputs, precision
+    from .modeling.prediction import batched_outputs
 
     files = list(files)
     if not files:
@@ -118,10 +118,8 @@ def score_files(model, files, batch_size: int = 32, device=None, num_workers: in
         good = [pixels for pixels, _ in batch if pixels is not None]
         return torch.cat(good) if good else None  # unreadable files are left out, and get no score
 
-    run_device = torch.device(device) if device is not None else next(model.parameters()).device
-    with precision(model, run_device, dtype):
-        scores = batched_outputs(model, load_batch, files, batch_size, device, progress=progress,
-                                 tqdm_class=tqdm)["scores"].float()
+    scores = batched_outputs(model, load_batch, files, batch_size, device, progress=progress, tqdm_class=tqdm,
+                             dtype=dtype)["scores"].float()
     scores = iter(scores.view(-1, crops).mean(dim=1).cpu().tolist())
     names = [str(f) for f in files] if names is None else list(names)
     return [ScoreRow(path=name, score=None if pixels is None else next(scores), error=error)

@@ -29,6 +29,7 @@ Shipped with `image_processing_iqa.py` (Hub remote code): imports only the stand
       conversion to RGB (embedded ICC profiles are not applied).
 """
 
+import io
 import os
 import re
 import warnings
@@ -180,10 +181,15 @@ def _load_file(path: str, source: str) -> "Image.Image":
         raise ImageLoadError(source, "file not found")
     if os.path.isdir(path):
         raise ImageLoadError(source, "is a directory, not a file")
+    return _decode(path, source)
+
+
+def _decode(file, source: str) -> "Image.Image":
+    """Decode an encoded image (a path or a binary file object) to RGB; every failure is an `ImageLoadError`."""
     try:
-        if os.path.getsize(path) == 0:
+        if isinstance(file, str) and os.path.getsize(file) == 0:
             raise ImageLoadError(source, "empty file")
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF / WebP / APNG: first frame
             img.load()  # decode everything now, so truncation is detected here
@@ -261,7 +267,8 @@ def load_image(source: Any, name: str | None = None) -> "Image.Image":
     """Load one image as an 8-bit ``"RGB"`` PIL image.
 
     Args:
-        source: a file path (``str`` / ``os.PathLike``), a PIL image (any mode), a numpy array
+        source: a file path (``str`` / ``os.PathLike``), an encoded file's bytes (JPEG, PNG, ...), a PIL
+            image (any mode), a numpy array
             ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` of dtype uint8, uint16
             (scaled by 1/257), bool, or float (taken to be in [0, 1], clipped), or a torch tensor
             ``(C, H, W)`` (C in 1, 3, 4) or ``(H, W)``, float in [0, 1] or uint8.
@@ -282,6 +289,11 @@ def load_image(source: Any, name: str | None = None) -> "Image.Image":
             path = os.fsdecode(path)
         return _load_file(path, label)
 
+    if isinstance(source, (bytes, bytearray, memoryview)):  # an encoded file's contents (an upload, a dataset row)
+        if not len(source):
+            raise ImageLoadError(label, "empty image data")
+        return _decode(io.BytesIO(bytes(source)), label)
+
     if isinstance(source, Image.Image):
         try:
             source.load()  # a lazily opened image may still be truncated
@@ -300,5 +312,6 @@ def load_image(source: Any, name: str | None = None) -> "Image.Image":
 
     raise ImageLoadError(
         label,
-        f"unsupported input type {type(source).__name__}; expected a path, PIL image, numpy array or torch tensor",
+        f"unsupported input type {type(source).__name__}; expected a path, encoded bytes, PIL image, numpy array or "
+        "torch tensor",
     )

@@ -85,8 +85,8 @@ _CROP_MODES = ("center", "random")
 _RETURN_TENSORS = ("pt", "np")
 # Keys that transformers itself writes into / passes through preprocessor_config.json.
 _SERVICE_KEYS = ("auto_map", "processor_class", "image_processor_type", "feature_extractor_type")
-# Arguments of `from_pretrained` that locate files.
-_HUB_KWARGS = ("revision", "cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
+# Arguments of `from_pretrained` that locate files (with `revision`; the models use these too).
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ class IQAImageProcessor(BaseImageProcessor):
         `from_pretrained` (`crop_mismatch_message`), so no entry point scores with it."""
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         processor = loaded[0] if isinstance(loaded, tuple) else loaded  # return_unused_kwargs=True
-        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        hub_kwargs = {k: kwargs[k] for k in (*_HUB_KWARGS, "revision") if kwargs.get(k) is not None}
         config_file = cached_file(pretrained_model_name_or_path, "config.json", **hub_kwargs,
                                   _raise_exceptions_for_missing_entries=False,
                                   _raise_exceptions_for_connection_errors=False)

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, CLIPModel, PreTrainedConfig, PreTrainedM
 from transformers.utils import cached_file, logging
 
 from .configuration_prompted_clip import PromptedCLIPConfig
-from .image_processing_iqa import crop_mismatch_message, saved_image_processor
+from .image_processing_iqa import _HUB_KWARGS, crop_mismatch_message, saved_image_processor
 from .prediction import IQAPredictionMixin
 from .prompt_learning import (
     DeepVisualPrompts,
@@ -33,8 +33,6 @@ from .prompt_learning import (
 # Prompts-only checkpoints: the parameters that differ from the base CLIP, next to a config that names the
 # base (PEFT's file name, so the Hub shows it as an adapter).
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-# Arguments of `from_pretrained` that locate files (passed on to the adapter file and the base CLIP).
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies", "subfolder")
 
 logger = logging.get_logger(__name__)
 

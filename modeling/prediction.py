@@ -19,7 +19,7 @@ from .image_processing_iqa import IQAImageProcessor, load_image
 
 def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None], items: Sequence,
                     batch_size: int = 32, device=None, fields: Sequence[str] = ("scores",), progress: bool = False,
-                    desc: str = "Scoring", tqdm_class=None) -> dict[str, torch.Tensor]:
+                    desc: str = "Scoring", tqdm_class=None, dtype=None) -> dict[str, torch.Tensor]:
     """Run `model` over `items` in chunks of `batch_size`, in eval mode (the previous mode is restored) and
     without gradients, and return each output field of `fields` (e.g. `"scores"`, `"scene_logits"`)
     concatenated over the chunks, in item order, on `device`, in the model's dtype.
@@ -27,12 +27,14 @@ def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None]
     `load_batch(chunk)` turns a chunk of items into pixel values `(B, 3, H, W)`. It may return fewer rows
     than the chunk has items (e.g. unreadable files left out; the caller knows which) or `None` (nothing to
     run). `device` defaults to the model's. The progress bar counts items; `tqdm_class` defaults to
-    transformers' (which `transformers.utils.logging.disable_progress_bar()` silences).
+    transformers' (which `transformers.utils.logging.disable_progress_bar()` silences). `dtype`: run the forward
+    passes in this precision (see `precision`; default: the model's own).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parameter = next(model.parameters())
     device = torch.device(device) if device is not None else parameter.device
+    dtype = resolve_dtype(dtype)  # a bad name fails before any image is loaded
     tqdm_class = tqdm_class or logging.tqdm
     bar = tqdm_class(total=len(items), desc=desc, unit="img", disable=not progress)
     parts: dict[str, list[torch.Tensor]] = {field: [] for field in fields}
@@ -43,7 +45,8 @@ def batched_outputs(model, load_batch: Callable[[Sequence], torch.Tensor | None]
             chunk = items[start : start + batch_size]
             pixel_values = load_batch(chunk)
             if pixel_values is not None and len(pixel_values):
-                with torch.no_grad():  # pixels in the model's dtype: a model loaded in bf16 / fp16 takes them as is
+                # pixels in the model's dtype: a model loaded in bf16 / fp16 takes them as is
+                with torch.no_grad(), precision(model, device, dtype):
                     output = model(pixel_values=pixel_values.to(device=device, dtype=parameter.dtype))
                 for field in fields:
                     value = getattr(output, field, None)
@@ -102,10 +105,8 @@ class IQAPredictionMixin:
                      for i in indices]
             return processor(batch, return_tensors="pt", crops=crops)["pixel_values"]
 
-        run_device = torch.device(device) if device is not None else next(self.parameters()).device
-        with precision(self, run_device, dtype):
-            scores = batched_outputs(self, load_batch, range(len(images)), batch_size, device,
-                                     progress=progress)["scores"]
+        scores = batched_outputs(self, load_batch, range(len(images)), batch_size, device, progress=progress,
+                                 dtype=dtype)["scores"]
         return scores.float().view(len(images), crops).mean(dim=1).cpu().numpy()
 
 

@@ -753,3 +753,19 @@ def test_standard_schema_and_the_older_keys():
             IQAImageProcessor(size=bad, crop_size=64)
     with pytest.raises(ValueError, match="crop_size must be square"):
         IQAImageProcessor(crop_size={"height": 64, "width": 60})
+
+
+def test_encoded_bytes_load_like_the_file(tmp_path):
+    """An encoded file's bytes (an upload, a dataset row) decode exactly as the file does, errors included."""
+    path = tmp_path / "photo.jpg"
+    gradient_rgb(70, 50).save(path, quality=90)
+    data = path.read_bytes()
+    from_file = np.asarray(load_image(path))
+    for encoded in (data, bytearray(data), memoryview(data)):
+        assert np.array_equal(np.asarray(load_image(encoded)), from_file)
+    with pytest.raises(ImageLoadError, match="upload: empty image data"):
+        load_image(b"", name="upload")
+    with pytest.raises(ImageLoadError, match=r"upload: not an image \(cannot identify image file\)"):
+        load_image(b"not an image at all", name="upload")
+    with pytest.raises(ImageLoadError, match="truncated or corrupt image data"):
+        load_image(data[: len(data) // 2], name="upload")

@@ -17,7 +17,6 @@ missing split the splits, a missing repository says so.
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -200,8 +199,6 @@ def load_hub_item(item) -> Any:
 def load_hub_image(value: Any, name: str):
     """One row's image value (`{"bytes", "path"}` as `datasets.Image(decode=False)` gives it, bytes, a path, a
     PIL image) -> an RGB PIL image, through `load_image`; raises `ImageLoadError` naming `name`."""
-    from PIL import Image, UnidentifiedImageError
-
     from ..modeling.image_loading import ImageLoadError, load_image
 
     if isinstance(value, dict):
@@ -223,18 +220,7 @@ def load_hub_image(value: Any, name: str):
             data = _read_remote(path)
         except (OSError, ValueError) as err:
             raise ImageLoadError(name, f"cannot fetch {path}: {err}") from err
-    if not data:
-        raise ImageLoadError(name, "empty image data")
-    # open here (load_image takes files and decoded images, not bytes); it decodes, orients and converts
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:
-        raise ImageLoadError(name, f"decompression bomb guard: {err}") from err
-    except UnidentifiedImageError as err:
-        raise ImageLoadError(name, "not an image (cannot identify image file)") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageLoadError(name, f"truncated or corrupt image data: {err}") from err
-    return load_image(image, name=name)
+    return load_image(data, name=name)  # the encoded bytes: load_image decodes, orients, converts, names errors
 
 
 def iqa_dataset_from_rows(source: HubImageDataset, rows: List[Dict[str, Any]], facts=None, normalize: bool = False):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -174,18 +174,13 @@ class _Service:
                 return f"not valid base64 ({err})"
         if not data:
             return "empty file"
-        handle, path = tempfile.mkstemp(prefix="grmp-iqa-upload-")
+        too_big = self._over_pixel_limit(data)
+        if too_big:
+            return too_big
         try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            too_big = self._over_pixel_limit(path)
-            if too_big:
-                return too_big
-            image = load_image(path, name=name)
+            image = load_image(data, name=name)  # the upload's bytes: load_image's own reasons for every failure
         except ImageLoadError as err:
             return err.reason
-        finally:
-            os.unlink(path)
         if self.settings.crops != 1:
             return image
         try:
@@ -193,7 +188,7 @@ class _Service:
         except Exception as err:  # noqa: BLE001 - one image's failure is that image's error
             return f"cannot preprocess the image ({type(err).__name__}: {err})"
 
-    def _over_pixel_limit(self, path: str) -> str | None:
+    def _over_pixel_limit(self, data: bytes) -> str | None:
         """The decompression-bomb guard at `max_pixels`, from the header alone (before any pixel is decoded)."""
         limit = self.settings.max_pixels
         if limit is None:
@@ -201,7 +196,7 @@ class _Service:
         from PIL import Image
 
         try:
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 pixels = img.size[0] * img.size[1]
         except Exception:  # noqa: BLE001 - unreadable headers are load_image's to report
             return None
