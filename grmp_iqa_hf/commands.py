@@ -176,9 +176,8 @@ def cmd_score_hub(args) -> int:
             label = source.label(row["row"]) if row["id"] is None else f"{source.label(row['row'])} ({row['id']})"
             yield label, (label, row["image"])
 
-    rows = [row for row, _ in score_stream(model, items(), load_hub_item, batch_size=args.batch_size,
-                                           num_workers=args.num_workers, progress=not args.quiet,
-                                           total=source.num_rows, crops=args.crops)]
+    rows = list(score_stream(model, items(), load_hub_item, batch_size=args.batch_size, num_workers=args.num_workers,
+                             progress=not args.quiet, total=source.num_rows, crops=args.crops))
     if args.output:
         keys = {"row": list(range(len(rows)))}
         if source.id_column:

@@ -130,7 +130,7 @@ def score_stream(model, items, load, batch_size: int = 32, device=None, num_work
                  total: int | None = None, chunk_batches: int = 8, crops: int = 1, dtype=None):
     """Score an iterable of `(name, item)` (e.g. the rows of a streamed dataset) without holding it all: chunks
     of `chunk_batches * batch_size` items go through `score_files` (so the batches are the ones `score_files`
-    would make over the whole list). Yields `(ScoreRow, item)` in order."""
+    would make over the whole list). Yields one `ScoreRow` per item, in order."""
     from tqdm.auto import tqdm
 
     chunk: list = []
@@ -141,7 +141,7 @@ def score_stream(model, items, load, batch_size: int = 32, device=None, num_work
                                num_workers=num_workers, progress=False, load=load, names=[n for n, _ in chunk],
                                crops=crops, dtype=dtype)
             bar.update(len(rows))
-            return list(zip(rows, [item for _, item in chunk]))
+            return rows
 
         for name, item in items:
             chunk.append((name, item))

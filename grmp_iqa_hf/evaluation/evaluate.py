@@ -77,9 +77,8 @@ def evaluate_hub_dataset(model, source, batch_size: int = 32, progress: bool = T
             label = source.label(row["row"])
             yield label, (label, row["image"])
 
-    rows = [row for row, _ in score_stream(model, items(), load_hub_item, batch_size=batch_size,
-                                           num_workers=num_workers, progress=progress, total=source.num_rows,
-                                           crops=crops)]
+    rows = list(score_stream(model, items(), load_hub_item, batch_size=batch_size, num_workers=num_workers,
+                             progress=progress, total=source.num_rows, crops=crops))
     if data is None:
         data = iqa_dataset_from_rows(source, labels, facts=facts, normalize=normalize)
     return build_report(model, data, rows, normalize=normalize, hub_dataset=source.describe(), crops=crops)

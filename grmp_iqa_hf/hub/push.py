@@ -192,10 +192,10 @@ def push_dataset(data_dir, repo_id: str, dataset: str = "imagefolder", private: 
     card = render_dataset_card(data_dir, repo_id, dataset=None if dataset == "imagefolder" else dataset,
                                license=license, pretty_name=pretty_name)
     operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())]
+    api = HfApi(token=token)
+    repo_id = _hub_call("creating the repository", api.create_repo, repo_id, repo_type="dataset", private=private,
+                        exist_ok=True).repo_id
     if format == "parquet":
-        api = HfApi(token=token)
-        repo_id = _hub_call("creating the repository", api.create_repo, repo_id, repo_type="dataset",
-                            private=private, exist_ok=True).repo_id
         _hub_call("uploading the dataset card", api.create_commit, repo_id=repo_id, repo_type="dataset",
                   operations=operations, commit_message="Dataset card (grmp-iqa push-dataset)")
         return _hub_call("pushing the parquet dataset", parquet_dataset(data).push_to_hub, repo_id, split=split,
@@ -205,11 +205,9 @@ def push_dataset(data_dir, repo_id: str, dataset: str = "imagefolder", private: 
         relative = path.relative_to(data_dir)
         if path.is_file() and not any(part.startswith(".") for part in relative.parts) and str(relative) != "README.md":
             operations.append(CommitOperationAdd(path_in_repo=relative.as_posix(), path_or_fileobj=str(path)))
-    api = HfApi(token=token)
-    repo_id = _hub_call("creating the repository", api.create_repo, repo_id, repo_type="dataset", private=private,
-                        exist_ok=True).repo_id
     return _hub_call("uploading", api.create_commit, repo_id=repo_id, repo_type="dataset", operations=operations,
                      commit_message=commit_message or f"Upload IQA dataset ({len(operations) - 1} files)")
 
 
-__all__ = ["push_model", "push_dataset", "parquet_dataset", "DATASET_FORMATS", "stage_model", "public_report", "save_tokenizer", "HubRequestError"]
+__all__ = ["push_model", "push_dataset", "parquet_dataset", "DATASET_FORMATS", "stage_model", "public_report",
+           "save_tokenizer", "HubRequestError"]
